@@ -1,0 +1,1 @@
+"""iso_switch.processor (see the package docstring of iso_switch)."""

@@ -1,0 +1,1 @@
+"""iso_switch.protocol (see the package docstring of iso_switch)."""

@@ -1,0 +1,1 @@
+"""iso_switch.security (see the package docstring of iso_switch)."""

@@ -1,0 +1,1 @@
+"""iso_switch.server (see the package docstring of iso_switch)."""

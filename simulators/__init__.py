@@ -1,0 +1,1 @@
+"""Simulators: terminal, load generator, trace replay."""
