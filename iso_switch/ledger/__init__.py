@@ -1,1 +1,44 @@
-"""iso_switch.ledger (see the package docstring of iso_switch)."""
+"""The durable double-entry ledger (TigerBeetle's account model on SQLite).
+
+Public API: :class:`SqliteLedgerStore` (the store, with the double-entry
+primitives and the invariant check), :class:`Entry` for linked groups, and
+the values and errors of :mod:`iso_switch.ledger.model`.
+"""
+
+from iso_switch.ledger.model import (
+    Account,
+    AccountClosed,
+    AccountKind,
+    AccountNotFound,
+    CurrencyMismatch,
+    Hold,
+    HoldNotPending,
+    HoldState,
+    InsufficientFunds,
+    InvalidAmount,
+    LedgerError,
+    TransferKind,
+)
+from iso_switch.ledger.sqlite import Entry, SqliteLedgerStore, parse_ts, ts
+
+LedgerStore = SqliteLedgerStore
+
+__all__ = [
+    "Account",
+    "AccountClosed",
+    "AccountKind",
+    "AccountNotFound",
+    "CurrencyMismatch",
+    "Entry",
+    "Hold",
+    "HoldNotPending",
+    "HoldState",
+    "InsufficientFunds",
+    "InvalidAmount",
+    "LedgerError",
+    "LedgerStore",
+    "SqliteLedgerStore",
+    "TransferKind",
+    "parse_ts",
+    "ts",
+]

@@ -1,0 +1,114 @@
+"""The ledger's values and errors: accounts, transfers, holds.
+
+The model is TigerBeetle's: every account carries four running totals
+(debits and credits, each pending and posted) in integer minor units of one
+currency, and every movement of money is an immutable transfer that debits
+one account and credits another. Two-phase transfers give authorizations:
+a *pending* transfer (a hold) raises the pending totals, and later exactly
+one of post (full or partial), void or expire resolves it. Corrections are
+new transfers, never edits.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class AccountKind(enum.StrEnum):
+    """What an account is for; only cardholder accounts have a floor."""
+
+    CARDHOLDER = "cardholder"  # debits (pending + posted) never exceed credits posted
+    SETTLEMENT = "settlement"  # a merchant's settlement account; may go negative
+    CLEARING = "clearing"  # the acquirer's cash clearing account
+    EQUITY = "equity"  # the operator's funding account (opening balances)
+
+
+class HoldState(enum.StrEnum):
+    PENDING = "pending"
+    POSTED = "posted"
+    VOIDED = "voided"
+    EXPIRED = "expired"
+
+
+class TransferKind(enum.StrEnum):
+    POSTED = "posted"  # a single-phase transfer
+    PENDING = "pending"  # a hold
+    POST_PENDING = "post_pending"  # posts (part of) a hold; the rest is released
+    VOID_PENDING = "void_pending"  # releases a hold
+    EXPIRE_PENDING = "expire_pending"  # releases a hold past its expiry
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """One account row with its running totals (all integer minor units)."""
+
+    id: int
+    number: str
+    currency: int
+    kind: AccountKind
+    closed: bool
+    debits_pending: int
+    debits_posted: int
+    credits_pending: int
+    credits_posted: int
+
+    @property
+    def ledger_balance_minor(self) -> int:
+        """Credits posted minus debits posted (a cardholder's ledger balance)."""
+        return self.credits_posted - self.debits_posted
+
+    @property
+    def available_balance_minor(self) -> int:
+        """The ledger balance less what is held (pending debits)."""
+        return self.credits_posted - self.debits_posted - self.debits_pending
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    id: int
+    debit_account_id: int
+    credit_account_id: int
+    amount_minor: int
+    currency: int
+    state: HoldState
+    expires_at: datetime
+    posted_minor: int
+
+
+class LedgerError(Exception):
+    """A transfer the ledger refuses. The caller's business rule decides the
+    response code; messages never carry account numbers or amounts."""
+
+
+class AccountNotFound(LedgerError):
+    pass
+
+
+class AccountClosed(LedgerError):
+    def __init__(self, account_id: int) -> None:
+        super().__init__("account is closed")
+        self.account_id = account_id
+
+
+class InsufficientFunds(LedgerError):
+    def __init__(self, account_id: int) -> None:
+        super().__init__("debits would exceed credits on a cardholder account")
+        self.account_id = account_id
+
+
+class CurrencyMismatch(LedgerError):
+    pass
+
+
+class InvalidAmount(LedgerError):
+    pass
+
+
+class HoldNotPending(LedgerError):
+    """The hold is unknown, or already posted, voided or expired."""
+
+
+class HoldExpired(LedgerError):
+    pass

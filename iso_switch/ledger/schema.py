@@ -1,0 +1,176 @@
+"""The SQLite schema, as an ordered list of migrations.
+
+``PRAGMA user_version`` holds how many migrations have been applied; opening
+a store applies the rest in one transaction, so a crash mid-migration leaves
+the previous version intact. Never edit a released migration: append one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the ledger, the switch's reference data and its decision journal.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+    CREATE TABLE accounts (
+        id INTEGER PRIMARY KEY,
+        number TEXT NOT NULL UNIQUE,
+        currency INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        closed INTEGER NOT NULL DEFAULT 0,
+        debits_pending INTEGER NOT NULL DEFAULT 0,
+        debits_posted INTEGER NOT NULL DEFAULT 0,
+        credits_pending INTEGER NOT NULL DEFAULT 0,
+        credits_posted INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+    );
+
+    -- Immutable: a row is inserted once and never updated or deleted.
+    CREATE TABLE transfers (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        debit_account_id INTEGER NOT NULL REFERENCES accounts(id),
+        credit_account_id INTEGER NOT NULL REFERENCES accounts(id),
+        amount_minor INTEGER NOT NULL,
+        currency INTEGER NOT NULL,
+        pending_id INTEGER,
+        ref TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+
+    -- The resolution state of each pending transfer (id = the pending transfer's id).
+    CREATE TABLE holds (
+        id INTEGER PRIMARY KEY,
+        debit_account_id INTEGER NOT NULL,
+        credit_account_id INTEGER NOT NULL,
+        amount_minor INTEGER NOT NULL,
+        currency INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        posted_minor INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX holds_pending_expiry ON holds(expires_at) WHERE state = 'pending';
+
+    CREATE TABLE issuers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        available INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE TABLE bin_routes (prefix TEXT PRIMARY KEY, issuer_id TEXT NOT NULL);
+
+    CREATE TABLE merchants (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        settlement_account_id INTEGER NOT NULL,
+        cash_account_id INTEGER NOT NULL
+    );
+    CREATE TABLE terminals (
+        id TEXT PRIMARY KEY,
+        merchant_id TEXT NOT NULL,
+        mac_required INTEGER NOT NULL,
+        allowed_codes TEXT NOT NULL
+    );
+
+    CREATE TABLE cards (
+        id INTEGER PRIMARY KEY,
+        pan_hash BLOB NOT NULL UNIQUE,
+        pan_masked TEXT NOT NULL,
+        last4 TEXT NOT NULL,
+        expiry TEXT NOT NULL,
+        state TEXT NOT NULL,
+        account_id INTEGER NOT NULL,
+        pvd_method TEXT NOT NULL,
+        pvd_pvki INTEGER NOT NULL,
+        pvd_value TEXT NOT NULL,
+        pvd_key_name TEXT NOT NULL,
+        pin_tries INTEGER NOT NULL DEFAULT 0,
+        pin_blocked INTEGER NOT NULL DEFAULT 0,
+        limit_txn_minor INTEGER NOT NULL,
+        limit_day_minor INTEGER NOT NULL,
+        limit_day_count INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE card_accounts (
+        card_id INTEGER NOT NULL,
+        account_id INTEGER NOT NULL,
+        PRIMARY KEY (card_id, account_id)
+    );
+    CREATE TABLE card_daily (
+        card_id INTEGER NOT NULL,
+        day TEXT NOT NULL,
+        amount_minor INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (card_id, day)
+    );
+
+    -- One row per stored decision, under the transaction's key.
+    CREATE TABLE txns (
+        seq INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        content BLOB NOT NULL,
+        mti TEXT NOT NULL,
+        rc TEXT NOT NULL,
+        rrn TEXT NOT NULL,
+        auth_code TEXT NOT NULL,
+        de54 TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        terminal TEXT NOT NULL,
+        stan TEXT NOT NULL,
+        pan_masked TEXT NOT NULL,
+        card_id INTEGER,
+        code TEXT NOT NULL,
+        amount_minor INTEGER NOT NULL,
+        currency INTEGER NOT NULL,
+        debit_account_id INTEGER,
+        credit_account_id INTEGER,
+        hold_id INTEGER,
+        state TEXT NOT NULL,
+        effective_minor INTEGER NOT NULL,
+        business_day TEXT NOT NULL,
+        counts_daily INTEGER NOT NULL DEFAULT 0,
+        orig_key TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX txns_created ON txns(created_at);
+
+    CREATE TABLE remembered_reversals (
+        orig_key TEXT PRIMARY KEY,
+        reversal_key TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+
+    CREATE TABLE reviews (
+        id INTEGER PRIMARY KEY,
+        txn_key TEXT NOT NULL UNIQUE,
+        hold_id INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        decided_at TEXT
+    );
+
+    CREATE TABLE ksn_state (
+        device TEXT PRIMARY KEY,
+        highest INTEGER NOT NULL,
+        bitmap INTEGER NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+
+    CREATE TABLE blacklist (
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (kind, value)
+    );
+
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        action TEXT NOT NULL,
+        txn_key TEXT NOT NULL,
+        pan_masked TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

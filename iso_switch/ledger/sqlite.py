@@ -1,0 +1,519 @@
+"""The durable ledger on SQLite: WAL, ``synchronous=FULL``, migrations,
+explicit transactions for group commit, and the double-entry primitives.
+
+One writer. The switch's ledger writer (one thread) owns the connection:
+it opens one transaction per batch of requests (``begin``), gives each
+request a savepoint so a failing request rolls back alone, and commits once
+(one fsync of the WAL for the whole batch). Other processes (the admin CLI)
+may write between batches; SQLite's file lock serialises them and
+:meth:`SqliteLedgerStore.data_version` tells the writer its caches are stale.
+
+The connection is created with ``check_same_thread=False`` because the
+server opens it on one thread and drives it from a worker thread; it must
+still only ever be used by one thread at a time.
+
+Balances are integer minor units. The rules (no cardholder overdraft, no
+postings to closed accounts, one currency per transfer, a hold resolved at
+most once) are checked in Python before anything is written, so a refused
+linked group writes nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from iso_switch.ledger.model import (
+    Account,
+    AccountClosed,
+    AccountKind,
+    AccountNotFound,
+    CurrencyMismatch,
+    Hold,
+    HoldNotPending,
+    HoldState,
+    InsufficientFunds,
+    InvalidAmount,
+    LedgerError,
+    TransferKind,
+)
+from iso_switch.ledger.schema import MIGRATIONS
+
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+# How long a writer waits for another process's write lock (the CLI) before
+# the batch fails with 96: long enough for an admin command, short enough
+# that terminals time out later than we answer.
+BUSY_TIMEOUT_MS = 5_000
+# Cached prepared statements per connection (sqlite3 default is 128).
+STATEMENT_CACHE_SIZE = 512
+
+_ACCOUNT_COLUMNS = (
+    "id, number, currency, kind, closed, debits_pending, debits_posted, "
+    "credits_pending, credits_posted"
+)
+
+
+def ts(moment: datetime) -> str:
+    """A sortable UTC text timestamp: the one spelling used in every column."""
+    if moment.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_ts(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One leg of a linked group handed to :meth:`SqliteLedgerStore.move`.
+
+    For ``POSTED`` and ``PENDING``: debit, credit, amount and currency. For
+    ``POST_PENDING``: ``pending_id`` and the amount to post (at most the
+    held amount; the rest is released). For ``VOID_PENDING`` and
+    ``EXPIRE_PENDING``: ``pending_id`` only.
+    """
+
+    kind: TransferKind
+    debit_account_id: int = 0
+    credit_account_id: int = 0
+    amount_minor: int = 0
+    currency: int = 0
+    pending_id: int = 0
+    expires_at: datetime | None = None
+    ref: str = ""
+
+
+class _Row:
+    """Mutable working copy of an account's totals while a group is applied."""
+
+    __slots__ = ("closed", "cp", "cpo", "currency", "dirty", "dp", "dpo", "id", "kind")
+
+    def __init__(self, row: tuple[object, ...]) -> None:
+        self.id = int(row[0])  # type: ignore[call-overload]
+        self.currency = int(row[2])  # type: ignore[call-overload]
+        self.kind = str(row[3])
+        self.closed = bool(row[4])
+        self.dp, self.dpo, self.cp, self.cpo = (int(v) for v in row[5:9])  # type: ignore[call-overload]
+        self.dirty = False
+
+    def check_floor(self) -> None:
+        if self.kind == AccountKind.CARDHOLDER and self.dp + self.dpo > self.cpo:
+            raise InsufficientFunds(self.id)
+
+
+def _account(row: Sequence[object]) -> Account:
+    return Account(
+        id=int(row[0]),  # type: ignore[call-overload]
+        number=str(row[1]),
+        currency=int(row[2]),  # type: ignore[call-overload]
+        kind=AccountKind(str(row[3])),
+        closed=bool(row[4]),
+        debits_pending=int(row[5]),  # type: ignore[call-overload]
+        debits_posted=int(row[6]),  # type: ignore[call-overload]
+        credits_pending=int(row[7]),  # type: ignore[call-overload]
+        credits_posted=int(row[8]),  # type: ignore[call-overload]
+    )
+
+
+def _hold(row: Sequence[object]) -> Hold:
+    return Hold(
+        id=int(row[0]),  # type: ignore[call-overload]
+        debit_account_id=int(row[1]),  # type: ignore[call-overload]
+        credit_account_id=int(row[2]),  # type: ignore[call-overload]
+        amount_minor=int(row[3]),  # type: ignore[call-overload]
+        currency=int(row[4]),  # type: ignore[call-overload]
+        state=HoldState(str(row[5])),
+        expires_at=parse_ts(str(row[6])),
+        posted_minor=int(row[7]),  # type: ignore[call-overload]
+    )
+
+
+class SqliteLedgerStore:
+    """The ledger's durable store. See the module docstring for threading."""
+
+    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
+        self.path = str(path)
+        self.conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,  # we issue BEGIN / COMMIT / SAVEPOINT ourselves
+            check_same_thread=False,
+            cached_statements=STATEMENT_CACHE_SIZE,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+        )
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self.conn.execute("PRAGMA foreign_keys=OFF")
+        self._in_txn = False
+        self._next_transfer_id = 1
+        self.migrate()
+
+    # -- lifecycle and transactions ------------------------------------
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def migrate(self) -> int:
+        """Apply pending migrations in one transaction; return the version."""
+        version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > len(MIGRATIONS):
+            raise RuntimeError("the database is newer than this version of iso-switch")
+        if version == len(MIGRATIONS):
+            return version
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            for index in range(version, len(MIGRATIONS)):
+                for statement in MIGRATIONS[index].split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+            self.conn.execute(f"PRAGMA user_version={len(MIGRATIONS)}")
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return len(MIGRATIONS)
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def data_version(self) -> int:
+        """Changes whenever *another* connection commits (PRAGMA data_version):
+        the signal to drop cached reference data."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def begin(self) -> None:
+        """Start the write transaction of one batch (takes the write lock)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._in_txn = True
+        row = self.conn.execute("SELECT max(id) FROM transfers").fetchone()
+        self._next_transfer_id = int(row[0] or 0) + 1
+
+    def commit(self) -> None:
+        """Commit the batch; with synchronous=FULL this returns after fsync."""
+        self.conn.execute("COMMIT")
+        self._in_txn = False
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        self._in_txn = False
+
+    def savepoint(self) -> None:
+        self.conn.execute("SAVEPOINT request")
+
+    def release(self) -> None:
+        self.conn.execute("RELEASE request")
+
+    def rollback_to(self) -> None:
+        self.conn.execute("ROLLBACK TO request")
+        self.conn.execute("RELEASE request")
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        """One write transaction (for admin commands and tests)."""
+        self.begin()
+        try:
+            yield
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
+
+    # -- accounts ------------------------------------------------------
+
+    def create_account(
+        self, number: str, currency: int, kind: AccountKind, now: datetime
+    ) -> int:
+        cursor = self.conn.execute(
+            "INSERT INTO accounts (number, currency, kind, created_at) VALUES (?, ?, ?, ?)",
+            (number, currency, str(kind), ts(now)),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def get_account(self, account_id: int) -> Account:
+        row = self.conn.execute(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ?",  # noqa: S608
+            (account_id,),
+        ).fetchone()
+        if row is None:
+            raise AccountNotFound("no such account")
+        return _account(row)
+
+    def account_by_number(self, number: str) -> Account | None:
+        row = self.conn.execute(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE number = ?",  # noqa: S608
+            (number,),
+        ).fetchone()
+        return None if row is None else _account(row)
+
+    def list_accounts(self) -> list[Account]:
+        rows = self.conn.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts ORDER BY id")  # noqa: S608
+        return [_account(row) for row in rows]
+
+    def set_account_closed(self, account_id: int, closed: bool) -> None:
+        self.conn.execute("UPDATE accounts SET closed = ? WHERE id = ?", (int(closed), account_id))
+
+    # -- transfers -----------------------------------------------------
+
+    def get_hold(self, hold_id: int) -> Hold | None:
+        row = self.conn.execute(
+            "SELECT id, debit_account_id, credit_account_id, amount_minor, currency, state, "
+            "expires_at, posted_minor FROM holds WHERE id = ?",
+            (hold_id,),
+        ).fetchone()
+        return None if row is None else _hold(row)
+
+    def transfer(
+        self, debit: int, credit: int, amount_minor: int, currency: int, ref: str, now: datetime
+    ) -> int:
+        return self.move(
+            [Entry(TransferKind.POSTED, debit, credit, amount_minor, currency, ref=ref)], now
+        )[0]
+
+    def hold(
+        self,
+        debit: int,
+        credit: int,
+        amount_minor: int,
+        currency: int,
+        expires_at: datetime,
+        ref: str,
+        now: datetime,
+    ) -> int:
+        entry = Entry(
+            TransferKind.PENDING, debit, credit, amount_minor, currency, expires_at=expires_at,
+            ref=ref,
+        )
+        return self.move([entry], now)[0]
+
+    def post_hold(self, hold_id: int, amount_minor: int, ref: str, now: datetime) -> int:
+        entry = Entry(TransferKind.POST_PENDING, pending_id=hold_id, amount_minor=amount_minor,
+                      ref=ref)
+        return self.move([entry], now)[0]
+
+    def void_hold(self, hold_id: int, ref: str, now: datetime) -> int:
+        return self.move([Entry(TransferKind.VOID_PENDING, pending_id=hold_id, ref=ref)], now)[0]
+
+    def due_holds(self, now: datetime) -> list[int]:
+        """Ids of pending holds whose expiry has come (cheap: partial index)."""
+        rows = self.conn.execute(
+            "SELECT id FROM holds WHERE state = 'pending' AND expires_at <= ? ORDER BY id",
+            (ts(now),),
+        )
+        return [int(row[0]) for row in rows]
+
+    def expire_holds(self, hold_ids: Sequence[int], now: datetime) -> None:
+        entries = [Entry(TransferKind.EXPIRE_PENDING, pending_id=h, ref="expiry") for h in hold_ids]
+        if entries:
+            self.move(entries, now)
+
+    def move(self, entries: Sequence[Entry], now: datetime) -> list[int]:
+        """Apply a linked group: all entries succeed, or a :class:`LedgerError`
+        is raised and nothing is written. Returns the new transfer ids."""
+        if not self._in_txn:
+            raise RuntimeError("ledger writes need an open transaction (begin)")
+        holds: dict[int, Hold] = {}
+        for entry in entries:
+            if entry.pending_id and entry.pending_id not in holds:
+                found = self.get_hold(entry.pending_id)
+                if found is None:
+                    raise HoldNotPending("no such hold")
+                holds[entry.pending_id] = found
+        wanted: set[int] = set()
+        for entry in entries:
+            if entry.pending_id:
+                hold = holds[entry.pending_id]
+                wanted.update((hold.debit_account_id, hold.credit_account_id))
+            else:
+                wanted.update((entry.debit_account_id, entry.credit_account_id))
+        accounts = self._load_rows(wanted)
+        created_at = ts(now)
+        transfer_rows: list[tuple[object, ...]] = []
+        hold_inserts: list[tuple[object, ...]] = []
+        hold_updates: dict[int, tuple[str, int]] = {}
+        ids: list[int] = []
+        for entry in entries:
+            transfer_id = self._next_transfer_id
+            self._next_transfer_id += 1
+            if entry.kind in (TransferKind.POSTED, TransferKind.PENDING):
+                amount = entry.amount_minor
+                debit, credit = accounts[entry.debit_account_id], accounts[entry.credit_account_id]
+                if amount <= 0:
+                    raise InvalidAmount("amount must be positive")
+                if debit.id == credit.id:
+                    raise InvalidAmount("debit and credit accounts must differ")
+                if not debit.currency == credit.currency == entry.currency:
+                    raise CurrencyMismatch("accounts and transfer differ in currency")
+                for row in (debit, credit):
+                    if row.closed:
+                        raise AccountClosed(row.id)
+                if entry.kind == TransferKind.POSTED:
+                    debit.dpo += amount
+                    credit.cpo += amount
+                else:
+                    if entry.expires_at is None:
+                        raise LedgerError("a hold needs an expiry")
+                    debit.dp += amount
+                    credit.cp += amount
+                    hold_inserts.append((
+                        transfer_id, debit.id, credit.id, amount, entry.currency,
+                        ts(entry.expires_at),
+                    ))
+                pending_id = None
+                currency = entry.currency
+            else:
+                hold = holds[entry.pending_id]
+                if hold.state != HoldState.PENDING or hold.id in hold_updates:
+                    raise HoldNotPending("hold already resolved")
+                debit, credit = accounts[hold.debit_account_id], accounts[hold.credit_account_id]
+                debit.dp -= hold.amount_minor
+                credit.cp -= hold.amount_minor
+                if entry.kind == TransferKind.POST_PENDING:
+                    amount = entry.amount_minor
+                    if not 0 < amount <= hold.amount_minor:
+                        raise InvalidAmount("posted amount must be positive and at most the hold")
+                    for row in (debit, credit):
+                        if row.closed:
+                            raise AccountClosed(row.id)
+                    debit.dpo += amount
+                    credit.cpo += amount
+                    hold_updates[hold.id] = (HoldState.POSTED, amount)
+                elif entry.kind == TransferKind.VOID_PENDING:
+                    amount = hold.amount_minor
+                    hold_updates[hold.id] = (HoldState.VOIDED, 0)
+                else:
+                    amount = hold.amount_minor
+                    hold_updates[hold.id] = (HoldState.EXPIRED, 0)
+                pending_id = hold.id
+                currency = hold.currency
+            debit.check_floor()
+            debit.dirty = credit.dirty = True
+            transfer_rows.append((
+                transfer_id, str(entry.kind), debit.id, credit.id, amount, currency, pending_id,
+                entry.ref, created_at,
+            ))
+            ids.append(transfer_id)
+        self._write(accounts, transfer_rows, hold_inserts, hold_updates)
+        return ids
+
+    def _load_rows(self, ids: set[int]) -> dict[int, _Row]:
+        marks = ",".join("?" * len(ids))
+        rows = self.conn.execute(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id IN ({marks})",  # noqa: S608
+            tuple(ids),
+        ).fetchall()
+        if len(rows) != len(ids):
+            raise AccountNotFound("no such account")
+        return {int(row[0]): _Row(row) for row in rows}
+
+    def _write(
+        self,
+        accounts: dict[int, _Row],
+        transfer_rows: list[tuple[object, ...]],
+        hold_inserts: list[tuple[object, ...]],
+        hold_updates: dict[int, tuple[str, int]],
+    ) -> None:
+        conn = self.conn
+        conn.executemany(
+            "INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount_minor, "
+            "currency, pending_id, ref, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            transfer_rows,
+        )
+        if hold_inserts:
+            conn.executemany(
+                "INSERT INTO holds (id, debit_account_id, credit_account_id, amount_minor, "
+                "currency, state, expires_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                hold_inserts,
+            )
+        if hold_updates:
+            conn.executemany(
+                "UPDATE holds SET state = ?, posted_minor = ? WHERE id = ?",
+                [(str(state), posted, hold_id) for hold_id, (state, posted) in
+                 hold_updates.items()],
+            )
+        conn.executemany(
+            "UPDATE accounts SET debits_pending = ?, debits_posted = ?, credits_pending = ?, "
+            "credits_posted = ? WHERE id = ?",
+            [(r.dp, r.dpo, r.cp, r.cpo, r.id) for r in accounts.values() if r.dirty],
+        )
+
+    # -- invariants ----------------------------------------------------
+
+    def check_invariants(self, now: datetime | None = None) -> list[str]:
+        """Every violated invariant, as text (empty: the ledger is sound).
+
+        Per currency debits == credits, pending and posted; no cardholder
+        account below zero; each account's totals equal what its transfers
+        and holds say; each hold is pending (and, given ``now``, not past its
+        expiry), posted, voided or expired, with exactly the transfers its
+        state implies.
+        """
+        problems: list[str] = []
+        conn = self.conn
+        for currency, dp, dpo, cp, cpo in conn.execute(
+            "SELECT currency, sum(debits_pending), sum(debits_posted), sum(credits_pending), "
+            "sum(credits_posted) FROM accounts GROUP BY currency"
+        ):
+            if dp != cp:
+                problems.append(f"currency {currency}: pending debits {dp} != credits {cp}")
+            if dpo != cpo:
+                problems.append(f"currency {currency}: posted debits {dpo} != credits {cpo}")
+        for (account_id,) in conn.execute(
+            "SELECT id FROM accounts WHERE kind = 'cardholder' "
+            "AND debits_pending + debits_posted > credits_posted"
+        ):
+            problems.append(f"account id {account_id}: cardholder account below zero")
+        recomputed = conn.execute(
+            """
+            WITH legs AS (
+                SELECT debit_account_id AS acct, amount_minor AS dpo, 0 AS cpo FROM transfers
+                    WHERE kind IN ('posted', 'post_pending')
+                UNION ALL
+                SELECT credit_account_id, 0, amount_minor FROM transfers
+                    WHERE kind IN ('posted', 'post_pending')
+            ), pend AS (
+                SELECT debit_account_id AS acct, amount_minor AS dp, 0 AS cp FROM holds
+                    WHERE state = 'pending'
+                UNION ALL
+                SELECT credit_account_id, 0, amount_minor FROM holds WHERE state = 'pending'
+            )
+            SELECT a.id,
+                a.debits_posted - coalesce((SELECT sum(dpo) FROM legs WHERE acct = a.id), 0),
+                a.credits_posted - coalesce((SELECT sum(cpo) FROM legs WHERE acct = a.id), 0),
+                a.debits_pending - coalesce((SELECT sum(dp) FROM pend WHERE acct = a.id), 0),
+                a.credits_pending - coalesce((SELECT sum(cp) FROM pend WHERE acct = a.id), 0)
+            FROM accounts a
+            """
+        ).fetchall()
+        for account_id, *diffs in recomputed:
+            if any(diffs):
+                problems.append(f"account id {account_id}: totals differ from its transfers")
+        for hold_id, state, resolving, pending_rows in conn.execute(
+            """
+            SELECT h.id, h.state,
+                (SELECT count(*) FROM transfers t WHERE t.pending_id = h.id),
+                (SELECT count(*) FROM transfers t WHERE t.id = h.id AND t.kind = 'pending')
+            FROM holds h
+            """
+        ):
+            if state not in {s.value for s in HoldState}:
+                problems.append(f"hold {hold_id}: unknown state")
+            if pending_rows != 1:
+                problems.append(f"hold {hold_id}: no pending transfer")
+            expected = 0 if state == HoldState.PENDING else 1
+            if resolving != expected:
+                problems.append(f"hold {hold_id}: {resolving} resolving transfers for {state}")
+        if now is not None:
+            for (hold_id,) in conn.execute(
+                "SELECT id FROM holds WHERE state = 'pending' AND expires_at <= ?", (ts(now),)
+            ):
+                problems.append(f"hold {hold_id}: pending past its expiry")
+        return problems
