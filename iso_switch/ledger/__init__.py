@@ -18,8 +18,11 @@ from iso_switch.ledger.model import (
     InvalidAmount,
     LedgerError,
     TransferKind,
+    parse_ts,
+    ts,
 )
-from iso_switch.ledger.sqlite import Entry, SqliteLedgerStore, parse_ts, ts
+from iso_switch.ledger.records import CardRow, IssuerRow, MerchantRow, TerminalRow, TxnRow
+from iso_switch.ledger.sqlite import Entry, SqliteLedgerStore
 
 LedgerStore = SqliteLedgerStore
 
@@ -28,6 +31,7 @@ __all__ = [
     "AccountClosed",
     "AccountKind",
     "AccountNotFound",
+    "CardRow",
     "CurrencyMismatch",
     "Entry",
     "Hold",
@@ -35,10 +39,14 @@ __all__ = [
     "HoldState",
     "InsufficientFunds",
     "InvalidAmount",
+    "IssuerRow",
     "LedgerError",
     "LedgerStore",
+    "MerchantRow",
     "SqliteLedgerStore",
+    "TerminalRow",
     "TransferKind",
+    "TxnRow",
     "parse_ts",
     "ts",
 ]

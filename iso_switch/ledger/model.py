@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 
 class AccountKind(enum.StrEnum):
@@ -112,3 +112,14 @@ class HoldNotPending(LedgerError):
 
 class HoldExpired(LedgerError):
     pass
+
+
+def ts(moment: datetime) -> str:
+    """A sortable UTC text timestamp: the one spelling used in every column."""
+    if moment.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_ts(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)

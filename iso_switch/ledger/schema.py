@@ -131,6 +131,7 @@ MIGRATIONS: tuple[str, ...] = (
         orig_key TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX txns_created ON txns(created_at);
+    CREATE INDEX txns_hold ON txns(hold_id) WHERE hold_id IS NOT NULL;
 
     CREATE TABLE remembered_reversals (
         orig_key TEXT PRIMARY KEY,

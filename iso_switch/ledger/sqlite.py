@@ -24,7 +24,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from iso_switch.ledger.model import (
@@ -40,7 +40,10 @@ from iso_switch.ledger.model import (
     InvalidAmount,
     LedgerError,
     TransferKind,
+    parse_ts,
+    ts,
 )
+from iso_switch.ledger.records import RecordsMixin
 from iso_switch.ledger.schema import MIGRATIONS
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -55,17 +58,6 @@ _ACCOUNT_COLUMNS = (
     "id, number, currency, kind, closed, debits_pending, debits_posted, "
     "credits_pending, credits_posted"
 )
-
-
-def ts(moment: datetime) -> str:
-    """A sortable UTC text timestamp: the one spelling used in every column."""
-    if moment.tzinfo is None:
-        raise ValueError("timestamps must be timezone-aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_ts(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +125,7 @@ def _hold(row: Sequence[object]) -> Hold:
     )
 
 
-class SqliteLedgerStore:
+class SqliteLedgerStore(RecordsMixin):
     """The ledger's durable store. See the module docstring for threading."""
 
     def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:

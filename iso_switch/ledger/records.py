@@ -1,0 +1,445 @@
+"""Rows the switch keeps beside the ledger, and the store methods that read
+and write them: cards, terminals, merchants, BIN routes, the decision
+journal (idempotency), remembered reversals, the review queue, DUKPT replay
+state, blacklists and alerts.
+
+Every SQL statement of the business rules lives here or in
+:mod:`iso_switch.ledger.sqlite`, so a PostgreSQL store can implement the
+same methods without touching the rules in ``issuer`` / ``processor``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+from iso_switch.ledger.model import ts
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalRow:
+    id: str
+    merchant_id: str
+    mac_required: bool
+    allowed_codes: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantRow:
+    id: str
+    name: str
+    settlement_account_id: int
+    cash_account_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerRow:
+    id: str
+    name: str
+    available: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CardRow:
+    """A card at rest: a keyed hash of the PAN and its masked form, never the PAN."""
+
+    id: int
+    pan_hash: bytes
+    pan_masked: str
+    last4: str
+    expiry: str  # YYMM
+    state: str  # active | lost | stolen | blocked
+    account_id: int
+    pvd_method: str
+    pvd_pvki: int
+    pvd_value: str
+    pvd_key_name: str
+    pin_tries: int
+    pin_blocked: bool
+    limit_txn_minor: int
+    limit_day_minor: int
+    limit_day_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxnRow:
+    """One stored decision under its transaction key (the idempotency record),
+    with what it did to the ledger so reversals and completions can undo it."""
+
+    key: str
+    content: bytes
+    mti: str
+    rc: str
+    rrn: str
+    auth_code: str
+    de54: str
+    created_at: str
+    terminal: str
+    stan: str
+    pan_masked: str
+    card_id: int | None
+    code: str  # the full 6-digit processing code, '' when absent
+    amount_minor: int
+    currency: int
+    debit_account_id: int | None
+    credit_account_id: int | None
+    hold_id: int | None
+    state: str
+    effective_minor: int
+    business_day: str
+    counts_daily: bool
+    orig_key: str
+    seq: int = 0
+
+
+_TXN_COLUMNS = tuple(f.name for f in fields(TxnRow) if f.name != "seq")
+_TXN_SELECT = "SELECT " + ", ".join((*_TXN_COLUMNS, "seq")) + " FROM txns"  # noqa: S608
+_TXN_INSERT = (
+    "INSERT INTO txns (" + ", ".join((*_TXN_COLUMNS, "seq")) + ") VALUES ("  # noqa: S608
+    + ", ".join("?" * (len(_TXN_COLUMNS) + 1))
+    + ")"
+)
+_CARD_COLUMNS = ", ".join(f.name for f in fields(CardRow))
+
+
+def _txn(row: sqlite3.Row | tuple[object, ...]) -> TxnRow:
+    values = list(row)
+    values[21] = bool(values[21])
+    return TxnRow(*values)
+
+
+def _card(row: tuple[object, ...]) -> CardRow:
+    values = list(row)
+    values[12] = bool(values[12])
+    return CardRow(*values)  # type: ignore[arg-type]
+
+
+class RecordsMixin:
+    """Store methods for the switch's own rows (mixed into the SQLite store)."""
+
+    conn: sqlite3.Connection
+
+    # -- meta ------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # -- reference data (cached by the processor) ------------------------
+
+    def load_terminals(self) -> dict[str, TerminalRow]:
+        rows = self.conn.execute(
+            "SELECT id, merchant_id, mac_required, allowed_codes FROM terminals"
+        )
+        return {
+            r[0]: TerminalRow(r[0], r[1], bool(r[2]), frozenset(filter(None, r[3].split(","))))
+            for r in rows
+        }
+
+    def load_merchants(self) -> dict[str, MerchantRow]:
+        rows = self.conn.execute(
+            "SELECT id, name, settlement_account_id, cash_account_id FROM merchants"
+        )
+        return {r[0]: MerchantRow(*r) for r in rows}
+
+    def load_issuers(self) -> dict[str, IssuerRow]:
+        rows = self.conn.execute("SELECT id, name, available FROM issuers")
+        return {r[0]: IssuerRow(r[0], r[1], bool(r[2])) for r in rows}
+
+    def load_routes(self) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT prefix, issuer_id FROM bin_routes").fetchall())
+
+    def load_blacklist(self) -> frozenset[tuple[str, str]]:
+        return frozenset(
+            (str(k), str(v)) for k, v in self.conn.execute("SELECT kind, value FROM blacklist")
+        )
+
+    def upsert_terminal(self, terminal: TerminalRow) -> None:
+        self.conn.execute(
+            "INSERT INTO terminals (id, merchant_id, mac_required, allowed_codes) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET merchant_id = excluded.merchant_id,"
+            " mac_required = excluded.mac_required, allowed_codes = excluded.allowed_codes",
+            (terminal.id, terminal.merchant_id, int(terminal.mac_required),
+             ",".join(sorted(terminal.allowed_codes))),
+        )
+
+    def upsert_merchant(self, merchant: MerchantRow) -> None:
+        self.conn.execute(
+            "INSERT INTO merchants (id, name, settlement_account_id, cash_account_id) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET name = excluded.name, "
+            "settlement_account_id = excluded.settlement_account_id, "
+            "cash_account_id = excluded.cash_account_id",
+            (merchant.id, merchant.name, merchant.settlement_account_id, merchant.cash_account_id),
+        )
+
+    def upsert_issuer(self, issuer: IssuerRow) -> None:
+        self.conn.execute(
+            "INSERT INTO issuers (id, name, available) VALUES (?, ?, ?) ON CONFLICT(id) "
+            "DO UPDATE SET name = excluded.name, available = excluded.available",
+            (issuer.id, issuer.name, int(issuer.available)),
+        )
+
+    def set_issuer_available(self, issuer_id: str, available: bool) -> bool:
+        cursor = self.conn.execute(
+            "UPDATE issuers SET available = ? WHERE id = ?", (int(available), issuer_id)
+        )
+        return cursor.rowcount == 1
+
+    def set_route(self, prefix: str, issuer_id: str) -> None:
+        self.conn.execute(
+            "INSERT INTO bin_routes (prefix, issuer_id) VALUES (?, ?) ON CONFLICT(prefix) "
+            "DO UPDATE SET issuer_id = excluded.issuer_id",
+            (prefix, issuer_id),
+        )
+
+    def add_blacklist(self, kind: str, value: str, reason: str) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO blacklist (kind, value, reason) VALUES (?, ?, ?)",
+            (kind, value, reason),
+        )
+
+    def remove_blacklist(self, kind: str, value: str) -> bool:
+        cursor = self.conn.execute(
+            "DELETE FROM blacklist WHERE kind = ? AND value = ?", (kind, value)
+        )
+        return cursor.rowcount == 1
+
+    def list_blacklist(self) -> list[tuple[str, str, str]]:
+        return [
+            (str(k), str(v), str(r))
+            for k, v, r in self.conn.execute(
+                "SELECT kind, value, reason FROM blacklist ORDER BY kind, value"
+            )
+        ]
+
+    # -- cards -----------------------------------------------------------
+
+    def insert_card(self, card: CardRow, now: datetime) -> int:
+        values = [getattr(card, f.name) for f in fields(CardRow) if f.name != "id"]
+        names = [f.name for f in fields(CardRow) if f.name != "id"]
+        cursor = self.conn.execute(
+            f"INSERT INTO cards ({', '.join(names)}, created_at) "  # noqa: S608
+            f"VALUES ({', '.join('?' * len(names))}, ?)",
+            (*values, ts(now)),
+        )
+        assert cursor.lastrowid is not None
+        self.link_card_account(cursor.lastrowid, card.account_id)
+        return cursor.lastrowid
+
+    def link_card_account(self, card_id: int, account_id: int) -> None:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO card_accounts (card_id, account_id) VALUES (?, ?)",
+            (card_id, account_id),
+        )
+
+    def card_owns_account(self, card_id: int, account_id: int) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM card_accounts WHERE card_id = ? AND account_id = ?",
+            (card_id, account_id),
+        ).fetchone()
+        return row is not None
+
+    def card_by_hash(self, pan_hash: bytes) -> CardRow | None:
+        row = self.conn.execute(
+            f"SELECT {_CARD_COLUMNS} FROM cards WHERE pan_hash = ?", (pan_hash,)  # noqa: S608
+        ).fetchone()
+        return None if row is None else _card(row)
+
+    def get_card(self, card_id: int) -> CardRow | None:
+        row = self.conn.execute(
+            f"SELECT {_CARD_COLUMNS} FROM cards WHERE id = ?", (card_id,)  # noqa: S608
+        ).fetchone()
+        return None if row is None else _card(row)
+
+    def list_cards(self) -> list[CardRow]:
+        rows = self.conn.execute(f"SELECT {_CARD_COLUMNS} FROM cards ORDER BY id")  # noqa: S608
+        return [_card(r) for r in rows]
+
+    def set_pin_tries(self, card_id: int, tries: int, blocked: bool) -> None:
+        self.conn.execute(
+            "UPDATE cards SET pin_tries = ?, pin_blocked = ? WHERE id = ?",
+            (tries, int(blocked), card_id),
+        )
+
+    def set_card_state(self, card_id: int, state: str) -> None:
+        self.conn.execute("UPDATE cards SET state = ? WHERE id = ?", (state, card_id))
+
+    def daily_usage(self, card_id: int, day: str) -> tuple[int, int]:
+        row = self.conn.execute(
+            "SELECT amount_minor, count FROM card_daily WHERE card_id = ? AND day = ?",
+            (card_id, day),
+        ).fetchone()
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    def add_daily_usage(self, card_id: int, day: str, amount_minor: int, count: int) -> None:
+        self.conn.execute(
+            "INSERT INTO card_daily (card_id, day, amount_minor, count) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(card_id, day) DO UPDATE SET amount_minor = amount_minor + "
+            "excluded.amount_minor, count = count + excluded.count",
+            (card_id, day, amount_minor, count),
+        )
+
+    def usual_debit(self, card_id: int) -> tuple[int, int]:
+        """(total amount, count) of the card's approved debits on record."""
+        row = self.conn.execute(
+            "SELECT coalesce(sum(amount_minor), 0), coalesce(sum(count), 0) FROM card_daily "
+            "WHERE card_id = ?",
+            (card_id,),
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    # -- decisions (idempotency) -----------------------------------------
+
+    def max_txn_seq(self) -> int:
+        return int(self.conn.execute("SELECT max(seq) FROM txns").fetchone()[0] or 0)
+
+    def get_txn(self, key: str) -> TxnRow | None:
+        row = self.conn.execute(_TXN_SELECT + " WHERE key = ?", (key,)).fetchone()
+        return None if row is None else _txn(row)
+
+    def txn_by_hold(self, hold_id: int) -> TxnRow | None:
+        row = self.conn.execute(
+            _TXN_SELECT + " WHERE hold_id = ? AND state IN ('held', 'referred')", (hold_id,)
+        ).fetchone()
+        return None if row is None else _txn(row)
+
+    def insert_txn(self, txn: TxnRow) -> None:
+        values = [getattr(txn, name) for name in _TXN_COLUMNS]
+        values[_TXN_COLUMNS.index("counts_daily")] = int(txn.counts_daily)
+        self.conn.execute(_TXN_INSERT, (*values, txn.seq))
+
+    def update_txn(
+        self, key: str, *, state: str, effective_minor: int, hold_id: int | None,
+        orig_key: str | None = None,
+    ) -> None:
+        if orig_key is None:
+            self.conn.execute(
+                "UPDATE txns SET state = ?, effective_minor = ?, hold_id = ? WHERE key = ?",
+                (state, effective_minor, hold_id, key),
+            )
+        else:
+            self.conn.execute(
+                "UPDATE txns SET state = ?, effective_minor = ?, hold_id = ?, orig_key = ? "
+                "WHERE key = ?",
+                (state, effective_minor, hold_id, orig_key, key),
+            )
+
+    def journal(self, limit: int) -> list[TxnRow]:
+        rows = self.conn.execute(_TXN_SELECT + " ORDER BY seq DESC LIMIT ?", (limit,))
+        return [_txn(r) for r in rows]
+
+    def count_txns(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM txns").fetchone()[0])
+
+    # -- reversals of unknown originals ----------------------------------
+
+    def remembered_reversal(self, orig_key: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT reversal_key FROM remembered_reversals WHERE orig_key = ?", (orig_key,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def remember_reversal(self, orig_key: str, reversal_key: str, now: datetime) -> None:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO remembered_reversals (orig_key, reversal_key, created_at) "
+            "VALUES (?, ?, ?)",
+            (orig_key, reversal_key, ts(now)),
+        )
+
+    # -- review queue ------------------------------------------------------
+
+    def add_review(self, txn_key: str, hold_id: int, now: datetime) -> int:
+        cursor = self.conn.execute(
+            "INSERT INTO reviews (txn_key, hold_id, state, created_at) VALUES (?, ?, 'pending', ?)",
+            (txn_key, hold_id, ts(now)),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def get_review(self, review_id: int) -> tuple[int, str, int, str] | None:
+        row = self.conn.execute(
+            "SELECT id, txn_key, hold_id, state FROM reviews WHERE id = ?", (review_id,)
+        ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]), int(row[2]), str(row[3]))
+
+    def review_by_txn(self, txn_key: str) -> tuple[int, str, int, str] | None:
+        row = self.conn.execute(
+            "SELECT id, txn_key, hold_id, state FROM reviews WHERE txn_key = ?", (txn_key,)
+        ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]), int(row[2]), str(row[3]))
+
+    def set_review(self, review_id: int, state: str, hold_id: int, now: datetime) -> None:
+        self.conn.execute(
+            "UPDATE reviews SET state = ?, hold_id = ?, decided_at = ? WHERE id = ?",
+            (state, hold_id, ts(now), review_id),
+        )
+
+    def list_reviews(self, state: str | None) -> list[tuple[int, str, int, str, str]]:
+        query = "SELECT id, txn_key, hold_id, state, created_at FROM reviews"
+        rows = (
+            self.conn.execute(query + " WHERE state = ? ORDER BY id", (state,))
+            if state
+            else self.conn.execute(query + " ORDER BY id")
+        )
+        return [(int(a), str(b), int(c), str(d), str(e)) for a, b, c, d, e in rows]
+
+    # -- DUKPT replay state ------------------------------------------------
+
+    def get_ksn_state(self, device: str) -> tuple[int, int] | None:
+        row = self.conn.execute(
+            "SELECT highest, bitmap FROM ksn_state WHERE device = ?", (device,)
+        ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def put_ksn_state(self, device: str, highest: int, bitmap: int, now: datetime) -> None:
+        self.conn.execute(
+            "INSERT INTO ksn_state (device, highest, bitmap, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(device) DO UPDATE SET highest = excluded.highest, "
+            "bitmap = excluded.bitmap, updated_at = excluded.updated_at",
+            (device, highest, bitmap, ts(now)),
+        )
+
+    # -- alerts --------------------------------------------------------------
+
+    def add_alert(
+        self, now: datetime, rule: str, action: str, txn_key: str, pan_masked: str, detail: str
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO alerts (created_at, rule, action, txn_key, pan_masked, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (ts(now), rule, action, txn_key, pan_masked, detail),
+        )
+
+    def list_alerts(self, limit: int) -> list[tuple[int, str, str, str, str, str, str]]:
+        rows = self.conn.execute(
+            "SELECT id, created_at, rule, action, txn_key, pan_masked, detail FROM alerts "
+            "ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [tuple(str(v) for v in r) for r in rows]  # type: ignore[misc]
+
+    # -- retention -------------------------------------------------------------
+
+    def prune(self, cutoff: datetime) -> int:
+        """Forget stored keys, remembered reversals and KSN states older than
+        ``cutoff``; keep decisions whose hold is still pending."""
+        stamp = ts(cutoff)
+        removed = self.conn.execute(
+            "DELETE FROM txns WHERE created_at < ? AND state NOT IN ('held', 'referred')",
+            (stamp,),
+        ).rowcount
+        removed += self.conn.execute(
+            "DELETE FROM remembered_reversals WHERE created_at < ?", (stamp,)
+        ).rowcount
+        removed += self.conn.execute(
+            "DELETE FROM ksn_state WHERE updated_at < ?", (stamp,)
+        ).rowcount
+        return removed
