@@ -1,0 +1,159 @@
+"""structlog configuration: JSON lines by default, masking no path can skip.
+
+The processor chain is::
+
+    merge_contextvars -> add_log_level -> TimeStamper(UTC, ISO) ->
+    StackInfoRenderer -> SafeRenderer( exceptions -> mask -> render )
+
+:class:`SafeRenderer` is the one final callable: it turns ``exc_info`` into a
+traceback *without locals* (locals hold PANs, PIN blocks and keys; structlog
+shows them by default), then masks the whole event
+(:func:`~iso_switch.logs.masking.mask_event_dict`), then renders. Because
+the masking lives inside the renderer, no processor can be inserted between
+masking and rendering, and no exception can reach the renderer unmasked.
+The console renderer's own exception formatter is replaced too (plain
+traceback, masked) so even an ``exc_info`` smuggled past us cannot show
+locals. Records from the standard ``logging`` module (libraries) go through
+the same :class:`SafeRenderer`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, Final, Literal, TextIO
+
+import structlog
+from structlog.processors import ExceptionRenderer
+from structlog.tracebacks import ExceptionDictTransformer
+from structlog.typing import ExcInfo, Processor
+
+from iso_switch.logs.masking import mask_event_dict, mask_text
+
+__all__ = [
+    "LEVELS",
+    "LOG_FORMATS",
+    "LogFormat",
+    "SafeRenderer",
+    "configure_logging",
+    "safe_plain_traceback",
+]
+
+LogFormat = Literal["json", "console"]
+LOG_FORMATS: Final[tuple[LogFormat, ...]] = ("json", "console")
+
+#: Level names accepted by :func:`configure_logging` and the config file.
+LEVELS: Final[dict[str, int]] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+#: Frames kept per traceback: enough to find a bug, bounded for a log line.
+MAX_TRACEBACK_FRAMES: Final = 50
+
+
+def safe_plain_traceback(sio: TextIO, exc_info: ExcInfo) -> None:
+    """A console exception formatter: the stdlib traceback (no locals), masked."""
+    buffer = io.StringIO()
+    structlog.dev.plain_traceback(buffer, exc_info)
+    sio.write(mask_text(buffer.getvalue()))
+
+
+class SafeRenderer:
+    """Exceptions to a locals-free form, then masking, then ``renderer``.
+
+    The last processor of every chain this package builds.
+    """
+
+    def __init__(self, renderer: Processor, exceptions: Processor) -> None:
+        self._renderer = renderer
+        self._exceptions = exceptions
+
+    def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
+        with_exceptions = self._exceptions(logger, method_name, event_dict)
+        assert isinstance(with_exceptions, MutableMapping)
+        masked = mask_event_dict(logger, method_name, with_exceptions)
+        return self._renderer(logger, method_name, masked)
+
+    @classmethod
+    def for_format(cls, fmt: LogFormat, *, colors: bool = False) -> SafeRenderer:
+        if fmt == "json":
+            # Structured tracebacks (a list of frames) without locals.
+            transformer = ExceptionDictTransformer(
+                show_locals=False, max_frames=MAX_TRACEBACK_FRAMES
+            )
+            return cls(structlog.processors.JSONRenderer(), ExceptionRenderer(transformer))
+        if fmt == "console":
+            renderer = structlog.dev.ConsoleRenderer(
+                colors=colors, exception_formatter=safe_plain_traceback
+            )
+            # The default ExceptionRenderer formats a plain traceback string.
+            return cls(renderer, ExceptionRenderer())
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {fmt!r}")
+
+
+class _SafeStdlibHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler we install on the root logger, to replace it later."""
+
+
+def configure_logging(
+    fmt: LogFormat = "json",
+    level: str = "info",
+    stream: TextIO | None = None,
+    *,
+    cache_loggers: bool = True,
+) -> None:
+    """Configure structlog (and route stdlib ``logging``) for the process.
+
+    ``stream`` defaults to ``sys.stderr`` as it is at call time. ``level``
+    is one of :data:`LEVELS`. ``cache_loggers`` caches each logger's
+    configuration on first use (fast; call this before creating loggers);
+    tests that reconfigure loggers they already used pass ``False``.
+    """
+    level_number = LEVELS.get(level.lower()) if isinstance(level, str) else None
+    if level_number is None:
+        raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
+    output = sys.stderr if stream is None else stream
+    colors = fmt == "console" and _isatty(output)
+    safe_renderer = SafeRenderer.for_format(fmt, colors=colors)
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    structlog.configure(
+        processors=[*shared, safe_renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level_number),
+        logger_factory=structlog.WriteLoggerFactory(file=output),
+        cache_logger_on_first_use=cache_loggers,
+    )
+    _route_stdlib_logging(output, level_number, shared, safe_renderer)
+
+
+def _route_stdlib_logging(
+    output: TextIO, level_number: int, shared: list[Processor], safe_renderer: SafeRenderer
+) -> None:
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, safe_renderer],
+    )
+    handler = _SafeStdlibHandler(output)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _SafeStdlibHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level_number)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
