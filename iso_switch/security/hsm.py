@@ -17,11 +17,31 @@ something raise :class:`KsnError` when they cannot.
 from __future__ import annotations
 
 import abc
+import hmac
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from iso_switch.security.errors import KsnError
-from iso_switch.security.keystore import KeyInfo
+from iso_switch.security import tr31
+from iso_switch.security.dukpt import PREFIX_CACHE_ENTRIES, DukptDeriver, DukptKeys
+from iso_switch.security.errors import KeyStoreError, KsnError, PinBlockError
+from iso_switch.security.keystore import KeyInfo, KeyStore, MasterKey
 from iso_switch.security.ksn import Ksn, parse_ksn
+from iso_switch.security.mac import (
+    RETAIL_MAC_BYTES,
+    cmac_aes,
+    retail_mac,
+    verify_cmac_aes,
+    verify_retail_mac,
+)
+from iso_switch.security.pinblock import FORMAT_0, FORMAT_4, decrypt_pin_block, translate_pin_block
+from iso_switch.security.pinverify import (
+    ibm3624_offset,
+    validation_data_from_pan,
+    verify_ibm3624_offset,
+    verify_visa_pvv,
+    visa_pvv,
+)
 from iso_switch.security.replay import (
     REPLAY_WINDOW_COUNTERS,
     ReplayState,
@@ -46,6 +66,12 @@ __all__ = [
 PIN_METHOD_PVV = "pvv"
 PIN_METHOD_IBM3624 = "ibm3624"
 PIN_METHODS = (PIN_METHOD_PVV, PIN_METHOD_IBM3624)
+DEFAULT_PVKI = 1
+# Derived working keys per KSN: a request's MAC check, PIN check and
+# response MAC share one derivation. Entry: the KSN string and three 16-byte
+# keys, about 450 bytes, so about 2 MiB at this bound.
+KSN_CACHE_ENTRIES = 4096
+_PVK_USAGE = {PIN_METHOD_PVV: tr31.USAGE_PVK_VISA, PIN_METHOD_IBM3624: tr31.USAGE_PVK_IBM3624}
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,4 +194,216 @@ class Hsm(abc.ABC):
 
 
 class SoftwareHsm(Hsm):
-    """In-process :class:`Hsm` over a key store (filled in by the next commit)."""
+    """The in-process :class:`Hsm`: keys from a :class:`KeyStore`, TDES
+    DUKPT per key set with a per-device prefix cache (see
+    :mod:`~iso_switch.security.dukpt`) and a bounded LRU of derived working
+    keys per KSN (:data:`KSN_CACHE_ENTRIES`, about 2 MiB).
+
+    Not thread-safe: the caches are plain dictionaries. The switch calls it
+    from its one trio thread.
+    """
+
+    def __init__(
+        self,
+        key_store: KeyStore,
+        *,
+        device_bindings: Mapping[str, str] | None = None,
+        pvk_names: Mapping[str, str] | None = None,
+        ksn_cache_entries: int = KSN_CACHE_ENTRIES,
+        prefix_cache_entries: int = PREFIX_CACHE_ENTRIES,
+    ) -> None:
+        """``device_bindings`` maps a device (``Ksn.device_key``: key set id
+        + device id, 16 hex) to the terminal ID it must come from; when given,
+        unbound devices are refused. ``pvk_names`` maps ``'pvv'`` /
+        ``'ibm3624'`` to the PIN verification key to use (default: the only
+        V2 / V1 key in the store)."""
+        self._store = key_store
+        self._bindings = None if device_bindings is None else {
+            k.upper(): v for k, v in device_bindings.items()
+        }
+        self._pvk_names = dict(pvk_names or {})
+        self._derivers: dict[str, DukptDeriver] = {}
+        self._ksn_cache: OrderedDict[str, DukptKeys] = OrderedDict()
+        self._ksn_cache_entries = ksn_cache_entries
+        self._prefix_cache_entries = prefix_cache_entries
+
+    @classmethod
+    def from_bdks(
+        cls, bdks: Mapping[str, bytes], *, pvk: bytes | None = None, **kwargs: object
+    ) -> SoftwareHsm:
+        """An HSM over an in-memory store holding the given BDKs (key set id
+        -> 16-byte key) and optionally a PVK named ``pvk`` for both methods:
+        for tests and simulators."""
+        store = KeyStore(None, MasterKey(b"\x00" * 32, "in-memory test store"))
+        for index, (key_set_id, bdk) in enumerate(sorted(bdks.items())):
+            store.add(f"bdk-{index}", bdk, tr31.USAGE_BDK, "T", "X", key_set_id=key_set_id)
+        if pvk is not None:
+            store.add("pvk", pvk, tr31.USAGE_PVK_VISA, "T", "C")
+            store.add("pvk-ibm3624", pvk, tr31.USAGE_PVK_IBM3624, "T", "C")
+        return cls(store, **kwargs)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return (f"SoftwareHsm(key_sets={self._store.key_set_ids()}, "
+                f"cached_ksns={len(self._ksn_cache)})")
+
+    @property
+    def key_store(self) -> KeyStore:
+        return self._store
+
+    @property
+    def uses_demo_keys(self) -> bool:
+        """True when the store is wrapped under the demo master key."""
+        return self._store.uses_demo_master_key
+
+    # --- DUKPT -------------------------------------------------------------
+
+    def _deriver(self, key_set_id: str) -> DukptDeriver:
+        deriver = self._derivers.get(key_set_id)
+        if deriver is None:
+            bdk = self._store.bdk_for_key_set(key_set_id)
+            if bdk is None:
+                raise KsnError("no base derivation key for the KSN's key set")
+            deriver = DukptDeriver(bdk, self._prefix_cache_entries)
+            self._derivers[key_set_id] = deriver
+        return deriver
+
+    def check_ksn(self, ksn: str) -> Ksn:
+        parsed = parse_ksn(ksn)
+        self._deriver(parsed.key_set_id)
+        return parsed
+
+    def device_allowed(self, ksn: Ksn, terminal_id: str) -> bool:
+        if self._bindings is None:
+            return True
+        bound = self._bindings.get(ksn.device_key)
+        return bound is not None and hmac.compare_digest(bound, terminal_id)
+
+    def dukpt_keys(self, ksn: str) -> DukptKeys:
+        """The working keys of ``ksn`` (cached). In-process callers only: a
+        network HSM would never return them."""
+        cache = self._ksn_cache
+        keys = cache.get(ksn)
+        if keys is not None:
+            cache.move_to_end(ksn)
+            return keys
+        parsed = parse_ksn(ksn)
+        keys = self._deriver(parsed.key_set_id).keys(parsed)
+        cache[ksn] = keys
+        if len(cache) > self._ksn_cache_entries:
+            cache.popitem(last=False)
+        return keys
+
+    def verify_request_mac(self, ksn: str, data: bytes, mac: bytes) -> bool:
+        try:
+            keys = self.dukpt_keys(ksn)
+        except KsnError:
+            return False
+        if len(mac) != RETAIL_MAC_BYTES:
+            return False
+        return verify_retail_mac(keys.mac_request, data, mac)
+
+    def generate_response_mac(self, ksn: str, data: bytes) -> bytes:
+        return retail_mac(self.dukpt_keys(ksn).mac_response, data)
+
+    def verify_pin(
+        self, ksn: str, encrypted_pin_block: bytes, pan: str, verification: PinVerificationData
+    ) -> bool:
+        keys = self.dukpt_keys(ksn)
+        try:
+            pin = decrypt_pin_block(keys.pin, encrypted_pin_block, pan, FORMAT_0)
+        except PinBlockError:
+            return False
+        return self._check_pin(pan, pin, verification)
+
+    def _check_pin(self, pan: str, pin: str, verification: PinVerificationData) -> bool:
+        method = verification.method
+        if method not in _PVK_USAGE:
+            return False
+        pvk = self._store.key_for(verification.key_name, (_PVK_USAGE[method],), tr31.MODE_VERIFY)
+        if method == PIN_METHOD_PVV:
+            return verify_visa_pvv(pvk, pan, verification.pvki, pin, verification.value)
+        return verify_ibm3624_offset(pvk, validation_data_from_pan(pan), pin, verification.value)
+
+    def make_pin_verification_data(
+        self, pan: str, pin: str, method: str = PIN_METHOD_PVV
+    ) -> PinVerificationData:
+        if method not in _PVK_USAGE:
+            raise PinBlockError("PIN verification method must be 'pvv' or 'ibm3624'")
+        name = self._pvk_name(method)
+        pvk = self._store.key_for(name, (_PVK_USAGE[method],), tr31.MODE_GENERATE)
+        if method == PIN_METHOD_PVV:
+            value = visa_pvv(pvk, pan, DEFAULT_PVKI, pin)
+            return PinVerificationData(method, DEFAULT_PVKI, value, name)
+        value = ibm3624_offset(pvk, validation_data_from_pan(pan), pin)
+        return PinVerificationData(method, 0, value, name)
+
+    def _pvk_name(self, method: str) -> str:
+        name = self._pvk_names.get(method)
+        if name is not None:
+            return name
+        names = self._store.names_with_usage(_PVK_USAGE[method])
+        if len(names) != 1:
+            raise KeyStoreError(
+                f"need exactly one {_PVK_USAGE[method]} key for {method} (found {len(names)}); "
+                "name one in the configuration"
+            )
+        return names[0]
+
+    def translate_pin(
+        self,
+        ksn: str,
+        encrypted_pin_block: bytes,
+        pan: str,
+        dest_key_name: str,
+        dest_format: int = 0,
+    ) -> bytes:
+        dest_key = self._store.key_for(
+            dest_key_name, (tr31.USAGE_PIN_ENCRYPTION,), tr31.MODE_ENCRYPT
+        )
+        is_aes = self._store.info(dest_key_name).algorithm == "A"
+        if is_aes != (dest_format == FORMAT_4):
+            raise PinBlockError("format 4 needs an AES key; formats 0, 1, 3 a TDES key")
+        return translate_pin_block(
+            self.dukpt_keys(ksn).pin, encrypted_pin_block, FORMAT_0, dest_key, dest_format, pan
+        )
+
+    # --- MACs under stored keys -------------------------------------------
+
+    def generate_mac(self, key_name: str, data: bytes) -> bytes:
+        usage = self._store.info(key_name).usage
+        key = self._store.key_for(
+            key_name, (tr31.USAGE_MAC_ISO9797_ALG3, tr31.USAGE_MAC_CMAC), tr31.MODE_GENERATE
+        )
+        if usage == tr31.USAGE_MAC_ISO9797_ALG3:
+            return retail_mac(key, data)
+        return cmac_aes(key, data)
+
+    def verify_mac(self, key_name: str, data: bytes, mac: bytes) -> bool:
+        usage = self._store.info(key_name).usage
+        key = self._store.key_for(
+            key_name, (tr31.USAGE_MAC_ISO9797_ALG3, tr31.USAGE_MAC_CMAC), tr31.MODE_VERIFY
+        )
+        if usage == tr31.USAGE_MAC_ISO9797_ALG3:
+            return verify_retail_mac(key, data, mac)
+        return verify_cmac_aes(key, data, mac)
+
+    # --- key management -----------------------------------------------------
+
+    def generate_key(
+        self, name: str, usage: str, algorithm: str = "T", length: int = 16
+    ) -> KeyInfo:
+        return self._store.generate(name, usage, algorithm, length)
+
+    def import_key(self, name: str, key_block: str, kbpk_name: str) -> KeyInfo:
+        kbpk = self._store.key_for(kbpk_name, (tr31.USAGE_KEK, tr31.USAGE_KBPK), tr31.MODE_DECRYPT)
+        return self._store.import_block(name, key_block, kbpk)
+
+    def export_key(self, name: str, kbpk_name: str) -> str:
+        kbpk = self._store.key_for(kbpk_name, (tr31.USAGE_KEK, tr31.USAGE_KBPK), tr31.MODE_ENCRYPT)
+        return self._store.export_block(name, kbpk)
+
+    def key_info(self, name: str) -> KeyInfo:
+        return self._store.info(name)
+
+    def list_keys(self) -> list[KeyInfo]:
+        return self._store.list_keys()
