@@ -20,6 +20,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "iso_switch.cli.codec_cmd",
     "iso_switch.cli.keys_cmd",
+    "iso_switch.cli.config_cmd",
 )
 
 

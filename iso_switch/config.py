@@ -1,0 +1,486 @@
+"""Configuration: a TOML file read into frozen dataclasses with safe defaults.
+
+The embedded defaults are the switch the terminal interface describes
+(interface section 2): two listeners on 127.0.0.1, 8583 ``ascii87-hex`` and
+8584 ``ascii87-bin``, 2-byte binary length headers, no TPDU, 8 KiB frames.
+With no file at all the switch runs on exactly these.
+
+A file only needs the keys it changes. Anything else is refused rather than
+guessed: an unknown key (a typo such as ``max_frame_byte``) or a bad value
+raises :class:`ConfigError` naming the key path (``limits.max_frame_bytes``,
+``listeners[1].port``), because a silently ignored limit in a payment switch
+is a limit that is not there. A ``[[listeners]]`` list in the file replaces
+the default listeners as a whole.
+
+Relative paths (``keys.dir``, ``keys.master_key_file``, ``trace.path``) are
+relative to ``data_dir``; :meth:`Config.resolve_path` applies that rule so
+every user of the config applies it the same way.
+
+:func:`dump_config` writes the effective configuration back as TOML (a tiny
+emitter: the standard library reads TOML but does not write it), and
+``load_config`` of that text gives the same :class:`Config` again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import tomllib
+import typing
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from iso_switch.protocol.framing import (
+    DEFAULT_MAX_FRAME_BYTES,
+    MIN_MAX_FRAME_BYTES,
+    FramingKind,
+    max_length_for,
+)
+from iso_switch.protocol.session import MAX_IN_FLIGHT_PER_CONNECTION
+
+__all__ = [
+    "DEFAULT_LISTENERS",
+    "Config",
+    "ConfigError",
+    "KeysConfig",
+    "LedgerConfig",
+    "LimitsConfig",
+    "ListenerConfig",
+    "LoggingConfig",
+    "TimeoutsConfig",
+    "TraceConfig",
+    "dump_config",
+    "load_config",
+    "parse_config",
+]
+
+#: Longest a value is quoted in an error message.
+_MAX_QUOTED_VALUE_CHARS: Final = 60
+#: Largest duration a timeout may be set to (one day): anything longer is a typo.
+_MAX_TIMEOUT_S: Final = 86_400.0
+
+
+class ConfigError(ValueError):
+    """A configuration file or override the switch refuses to run with.
+
+    ``key_path`` names the offending key (``limits.max_frame_bytes``,
+    ``listeners[0].port``), or is empty for the file as a whole.
+    """
+
+    def __init__(self, key_path: str, problem: str) -> None:
+        super().__init__(f"{key_path}: {problem}" if key_path else problem)
+        self.key_path = key_path
+        self.problem = problem
+
+
+# -- field metadata helpers ---------------------------------------------------
+
+
+def _bounded(low: float, high: float) -> dict[str, Any]:
+    return {"min": low, "max": high}
+
+
+def _choices(*values: str) -> dict[str, Any]:
+    return {"choices": values}
+
+
+def _check(function: Callable[[Any], str | None]) -> dict[str, Any]:
+    return {"check": function}
+
+
+def _check_timezone(name: str) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {name!r}"
+    return None
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _check_env_name(name: str) -> str | None:
+    return None if _ENV_NAME.fullmatch(name) else "must be an environment variable name"
+
+
+def _check_identifier(name: str) -> str | None:
+    if _IDENTIFIER.fullmatch(name):
+        return None
+    return "must be letters, digits, '.', '_' or '-' (and not empty)"
+
+
+def _check_not_empty(text: str) -> str | None:
+    return None if text else "must not be empty"
+
+
+# -- the configuration ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    """One TCP listener: where it binds, which dialect and framing it speaks."""
+
+    name: str = field(metadata=_check(_check_identifier))
+    port: int = field(metadata=_bounded(0, 65535))  # 0: any free port (tests)
+    host: str = field(default="127.0.0.1", metadata=_check(_check_not_empty))
+    #: A spec name under ``specs/`` (``ascii87-hex``, ``ascii87-bin``, ...).
+    dialect: str = field(default="ascii87-hex", metadata=_check(_check_identifier))
+    framing: str = field(
+        default=FramingKind.BINARY2.value, metadata=_choices(*(k.value for k in FramingKind))
+    )
+    tpdu: bool = False
+
+
+DEFAULT_LISTENERS: Final = (
+    ListenerConfig(name="ascii87-hex", port=8583, dialect="ascii87-hex"),
+    ListenerConfig(name="ascii87-bin", port=8584, dialect="ascii87-bin"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Bounds on everything a peer can make the switch hold."""
+
+    #: Largest length a header may announce (TPDU included), interface s.1.
+    max_frame_bytes: int = field(
+        default=DEFAULT_MAX_FRAME_BYTES, metadata=_bounded(MIN_MAX_FRAME_BYTES, 65535)
+    )
+    #: Connections open at once, over all listeners; more wait in accept.
+    max_connections: int = field(default=20_000, metadata=_bounded(1, 1_000_000))
+    #: Requests read from one connection and not yet answered.
+    max_in_flight_per_connection: int = field(
+        default=MAX_IN_FLIGHT_PER_CONNECTION, metadata=_bounded(1, 65536)
+    )
+    #: Decisions committed to the ledger in one transaction at most.
+    max_batch: int = field(default=512, metadata=_bounded(1, 65536))
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutsConfig:
+    """How long the switch waits, in seconds."""
+
+    #: A connection with no bytes for this long is closed.
+    idle_timeout_s: float = field(default=300.0, metadata=_bounded(0.001, _MAX_TIMEOUT_S))
+    #: Time to receive one whole frame once its first byte arrived: a client
+    #: sending one byte a second is cut off.
+    frame_read_timeout_s: float = field(default=10.0, metadata=_bounded(0.001, _MAX_TIMEOUT_S))
+    #: A request not decided in this time is answered 91/96, well inside a
+    #: terminal's own ~30 s timeout, so it never reverses a success.
+    decision_deadline_s: float = field(default=5.0, metadata=_bounded(0.001, _MAX_TIMEOUT_S))
+    #: On shutdown, how long requests in flight get to finish.
+    shutdown_grace_s: float = field(default=10.0, metadata=_bounded(0.0, _MAX_TIMEOUT_S))
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerConfig:
+    """The durable store and the business calendar."""
+
+    #: SQLite ``PRAGMA synchronous``. ``OFF`` is refused: an acknowledged
+    #: decision must survive a power cut.
+    synchronous: str = field(default="FULL", metadata=_choices("NORMAL", "FULL", "EXTRA"))
+    #: The business day (daily limits) runs in this IANA zone.
+    timezone: str = field(default="Asia/Shanghai", metadata=_check(_check_timezone))
+    hold_expiry_days: int = field(default=7, metadata=_bounded(1, 366))
+    #: How long decisions are kept for duplicate detection and reversals.
+    retention_days: int = field(default=45, metadata=_bounded(1, 3660))
+    #: Transfers above this amount (minor units) are referred for review (01).
+    review_threshold_minor: int = field(default=200_000, metadata=_bounded(0, 10**15))
+
+
+@dataclass(frozen=True, slots=True)
+class KeysConfig:
+    """Where wrapped keys live and where the master key comes from."""
+
+    dir: str = field(default="keys", metadata=_check(_check_not_empty))
+    #: The master key is read from this environment variable ...
+    master_key_env: str = field(default="ISO_SWITCH_MASTER_KEY", metadata=_check(_check_env_name))
+    #: ... or from this file when set (never from the config file itself).
+    master_key_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    format: str = field(default="json", metadata=_choices("json", "console"))
+    level: str = field(
+        default="info", metadata=_choices("debug", "info", "warning", "error", "critical")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TraceConfig:
+    """Message trace for debugging sessions (off by default)."""
+
+    enabled: bool = False
+    path: str = field(default="trace.jsonl", metadata=_check(_check_not_empty))
+    masked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The effective configuration of one switch process."""
+
+    data_dir: str = field(default="./var", metadata=_check(_check_not_empty))
+    listeners: tuple[ListenerConfig, ...] = DEFAULT_LISTENERS
+    limits: LimitsConfig = LimitsConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    ledger: LedgerConfig = LedgerConfig()
+    keys: KeysConfig = KeysConfig()
+    logging: LoggingConfig = LoggingConfig()
+    trace: TraceConfig = TraceConfig()
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    def resolve_path(self, path: str) -> Path:
+        """``path`` as given when absolute, else relative to ``data_dir``."""
+        candidate = Path(path)
+        return candidate if candidate.is_absolute() else self.data_path / candidate
+
+
+# -- loading -------------------------------------------------------------------
+
+
+def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """The configuration from ``path`` (or the embedded defaults) plus ``overrides``.
+
+    ``overrides`` maps dotted key paths to values (``{"data_dir": "/srv",
+    "logging.level": "debug"}``), applied over the file; ``None`` values are
+    skipped so a CLI can pass its optional flags straight through.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError("", f"cannot read {path}: {error.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError("", f"{path} is not UTF-8 text") from None
+        raw = _parse_toml(text, str(path))
+    return parse_config(raw, overrides)
+
+
+def parse_config(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Config:
+    """A :class:`Config` from already-parsed TOML data (a dict)."""
+    data = _deep_copy(raw)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _apply_override(data, dotted, value)
+    config: Config = _build(Config, data, "")
+    _check_config(config)
+    return config
+
+
+def _parse_toml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError("", f"{origin} is not valid TOML: {error}") from None
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _deep_copy(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_deep_copy(item) for item in value]
+    return value
+
+
+def _apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(parts[: depth + 1]), "is not a table")
+        node = child
+    node[parts[-1]] = _deep_copy(value)
+
+
+def _build(cls: type[Any], raw: Any, key_path: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(key_path, f"must be a table, got {_describe(raw)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(_join(key_path, str(key)), "unknown key")
+    values: dict[str, Any] = {}
+    for name, spec in fields.items():
+        path = _join(key_path, name)
+        if name in raw:
+            values[name] = _convert(hints[name], raw[name], path, spec.metadata)
+        elif spec.default is dataclasses.MISSING:
+            raise ConfigError(path, "is required")
+    return cls(**values)
+
+
+def _convert(kind: Any, value: Any, key_path: str, metadata: Mapping[str, Any]) -> Any:
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, key_path)  # type: ignore[arg-type]
+    if typing.get_origin(kind) is tuple:
+        (item_kind, _ellipsis) = typing.get_args(kind)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(key_path, f"must be an array of tables, got {_describe(value)}")
+        return tuple(
+            _convert(item_kind, item, f"{key_path}[{index}]", {})
+            for index, item in enumerate(value)
+        )
+    converted = _scalar(kind, value, key_path)
+    _validate(converted, key_path, metadata)
+    return converted
+
+
+def _scalar(kind: Any, value: Any, key_path: str) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key_path, f"must be true or false, got {_describe(value)}")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(key_path, f"must be an integer, got {_describe(value)}")
+    if kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+            if math.isfinite(number):
+                return number
+        raise ConfigError(key_path, f"must be a finite number, got {_describe(value)}")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key_path, f"must be a string, got {_describe(value)}")
+    raise AssertionError(f"unsupported config type {kind!r} at {key_path}")  # a bug here
+
+
+def _validate(value: Any, key_path: str, metadata: Mapping[str, Any]) -> None:
+    if "min" in metadata and not metadata["min"] <= value <= metadata["max"]:
+        raise ConfigError(
+            key_path,
+            f"must be between {_number(metadata['min'])} and {_number(metadata['max'])}, "
+            f"got {_describe(value)}",
+        )
+    if "choices" in metadata and value not in metadata["choices"]:
+        allowed = ", ".join(repr(choice) for choice in metadata["choices"])
+        raise ConfigError(key_path, f"must be one of {allowed}, got {_describe(value)}")
+    if "check" in metadata:
+        problem = metadata["check"](value)
+        if problem is not None:
+            raise ConfigError(key_path, problem)
+
+
+def _check_config(config: Config) -> None:
+    """Rules that span several keys."""
+    if not config.listeners:
+        raise ConfigError("listeners", "at least one listener is required")
+    names: set[str] = set()
+    addresses: set[tuple[str, int]] = set()
+    for index, listener in enumerate(config.listeners):
+        path = f"listeners[{index}]"
+        if listener.name in names:
+            raise ConfigError(f"{path}.name", f"duplicate listener name {listener.name!r}")
+        names.add(listener.name)
+        address = (listener.host, listener.port)
+        if listener.port and address in addresses:
+            raise ConfigError(f"{path}.port", f"{listener.host}:{listener.port} is already used")
+        addresses.add(address)
+        capacity = max_length_for(listener.framing)
+        if config.limits.max_frame_bytes > capacity:
+            raise ConfigError(
+                "limits.max_frame_bytes",
+                f"{config.limits.max_frame_bytes} does not fit the {listener.framing!r} "
+                f"length header of {path} (at most {capacity})",
+            )
+
+
+def _join(key_path: str, key: str) -> str:
+    return f"{key_path}.{key}" if key_path else key
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > _MAX_QUOTED_VALUE_CHARS:
+        text = text[: _MAX_QUOTED_VALUE_CHARS - 3] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+# -- dumping -------------------------------------------------------------------
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def dump_config(config: Config) -> str:
+    """``config`` as TOML text that :func:`load_config` reads back unchanged.
+
+    Top-level scalars first, then ``[[listeners]]``, then one table per
+    section, in field order.
+    """
+    lines: list[str] = ["# iso-switch configuration"]
+    scalars, arrays, tables = _partition(config)
+    lines.extend(f"{_toml_key(name)} = {_toml_value(value)}" for name, value in scalars)
+    for name, items in arrays:
+        for item in items:
+            lines.extend(["", f"[[{_toml_key(name)}]]"])
+            lines.extend(_table_body(item))
+    for name, table in tables:
+        lines.extend(["", f"[{_toml_key(name)}]"])
+        lines.extend(_table_body(table))
+    return "\n".join(lines) + "\n"
+
+
+def _partition(
+    instance: Any,
+) -> tuple[list[tuple[str, Any]], list[tuple[str, tuple[Any, ...]]], list[tuple[str, Any]]]:
+    scalars: list[tuple[str, Any]] = []
+    arrays: list[tuple[str, tuple[Any, ...]]] = []
+    tables: list[tuple[str, Any]] = []
+    for spec in dataclasses.fields(instance):
+        value = getattr(instance, spec.name)
+        if dataclasses.is_dataclass(value):
+            tables.append((spec.name, value))
+        elif isinstance(value, tuple):
+            arrays.append((spec.name, value))
+        else:
+            scalars.append((spec.name, value))
+    return scalars, arrays, tables
+
+
+def _table_body(instance: Any) -> list[str]:
+    scalars, arrays, tables = _partition(instance)
+    # Sections are one level deep; a nested table would need [a.b] headers.
+    assert not arrays and not tables, "nested config tables are not supported by the emitter"
+    return [f"{_toml_key(name)} = {_toml_value(value)}" for name, value in scalars]
+
+
+def _toml_key(name: str) -> str:
+    return name if _BARE_KEY.fullmatch(name) else _toml_string(name)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        assert math.isfinite(value), "config floats are validated finite"
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    raise AssertionError(f"no TOML form for {type(value).__name__}")
+
+
+def _toml_string(text: str) -> str:
+    # JSON's escapes (\" \\ \b \f \n \r \t \uXXXX) are all valid in a TOML
+    # basic string; DEL is the one control character JSON leaves raw and
+    # TOML forbids.
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
