@@ -1,0 +1,510 @@
+"""Compile one message layout into straight-line Python.
+
+A *layout* is what a bitmap (on decode) or a set of field keys (on encode)
+fixes: which fields follow, in which order, with which encodings. For a
+layout seen often enough the codec generates one function with every field
+inlined: constant offsets between variable-length fields, length prefixes
+read through lookup tables, one ``bytes.decode`` for the whole message when
+every part is ASCII, one ``str.join`` + ``encode`` when building. That is
+where the speed over a field-by-field loop comes from.
+
+Compiled functions never decide errors. Anything unexpected (a short slice,
+a non-canonical length such as ``" 5"``, a non-ASCII byte, a value of the
+wrong type) raises, and the caller reruns the message through the generic
+path, which follows pyiso8583 step for step and raises the exact
+``CodecError``. So a compiled function only has to be right on the inputs
+it accepts: every length it reads is canonical and in ``0..max_len``, so
+offsets never decrease, and the final ``end == len(message)`` check proves
+that no slice ran past the end.
+"""
+
+from __future__ import annotations
+
+import binascii
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from iso_switch.codec._spec import BCD, BINARY, FieldSpec
+
+ASCII = "ascii"
+LATIN1 = "iso8859-1"
+DecodeFn = Callable[[bytes], dict[str, str]]
+EncodeFn = Callable[[Mapping[str, Any]], bytes]
+
+_TABLES: dict[tuple[str, int, int], Any] = {}
+
+
+class Bail(Exception):
+    """A compiled path met something it does not decide; use the generic path."""
+
+
+def _max_for(fs: FieldSpec) -> int:
+    """Largest length the prefix can express that the field allows."""
+    if fs.len_enc == BINARY:
+        limit = (1 << (8 * fs.len_type)) - 1
+    elif fs.len_enc == BCD:
+        limit = int("9" * (fs.len_type * 2))
+    else:
+        limit = int("9" * fs.len_type)
+    return min(fs.max_len, limit)
+
+
+def length_table_decode(fs: FieldSpec, text_keys: bool = False) -> dict[Any, int]:
+    """Canonical prefix -> length, for lengths 0..max. A prefix missing from
+    the table is either invalid or non-canonical: the generic path decides.
+    Keys are bytes, or str for ASCII prefixes sliced from decoded text."""
+    text_keys = text_keys and fs.len_enc == ASCII
+    key = ("dec-" + fs.len_enc + ("-str" if text_keys else "-bytes"), fs.len_type, _max_for(fs))
+    table = _TABLES.get(key)
+    if table is None:
+        table = {}
+        for n in range(key[2] + 1):
+            if fs.len_enc == BINARY:
+                table[n.to_bytes(fs.len_type, "big")] = n
+            elif fs.len_enc == BCD:
+                table[binascii.a2b_hex(f"{n:0{fs.len_type * 2}d}")] = n
+            elif text_keys:
+                table[f"{n:0{fs.len_type}d}"] = n
+            else:
+                table[f"{n:0{fs.len_type}d}".encode(fs.len_enc)] = n
+        _TABLES[key] = table
+    return table
+
+
+def length_table_encode(fs: FieldSpec, as_text: bool) -> tuple[Any, ...]:
+    """Length -> prefix (str when it joins a text segment, else bytes)."""
+    key = ("enc-" + fs.len_enc + ("-str" if as_text else "-bytes"), fs.len_type, _max_for(fs))
+    table = _TABLES.get(key)
+    if table is None:
+        items: list[Any] = []
+        for n in range(key[2] + 1):
+            if fs.len_enc == BINARY:
+                items.append(n.to_bytes(fs.len_type, "big"))
+            elif fs.len_enc == BCD:
+                items.append(binascii.a2b_hex(f"{n:0{fs.len_type * 2}d}"))
+            elif as_text:
+                items.append(f"{n:0{fs.len_type}d}")
+            else:
+                items.append(f"{n:0{fs.len_type}d}".encode(fs.len_enc))
+        table = tuple(items)
+        _TABLES[key] = table
+    return table
+
+
+def _is_ascii_text(fs: FieldSpec) -> bool:
+    return fs.data_enc == ASCII and not fs.nibbles
+
+
+def _text_len(fs: FieldSpec) -> bool:
+    return fs.len_type == 0 or fs.len_enc == ASCII
+
+
+class _Source:
+    """Accumulates generated lines with a symbolic offset ``i + off``."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.off = 0
+        self.dynamic = False
+        self.tmp = 0
+
+    def pos(self, extra: int = 0) -> str:
+        return self.at(self.off + extra)
+
+    def at(self, total: int) -> str:
+        """Expression for the absolute symbolic offset ``i + total``."""
+        if not self.dynamic:
+            return str(total)
+        return f"i+{total}" if total else "i"
+
+    def name(self, prefix: str) -> str:
+        self.tmp += 1
+        return f"{prefix}{self.tmp}"
+
+    def emit(self, line: str) -> None:
+        self.lines.append("    " + line)
+
+    def advance_to(self, expr: str) -> None:
+        self.emit(f"i = {expr}")
+        self.dynamic = True
+        self.off = 0
+
+
+def _advance_table(fs: FieldSpec, text_keys: bool) -> dict[Any, int]:
+    """Canonical prefix -> prefix width + length: the offset after the field."""
+    base = length_table_decode(fs, text_keys)
+    return {prefix: n + fs.len_type for prefix, n in base.items()}
+
+
+def compile_decoder(
+    fields: Mapping[str, FieldSpec],
+    head_len: int,
+    head_values: Mapping[str, str],
+    numbers: Sequence[int],
+) -> DecodeFn | None:
+    """Straight-line decoder for messages whose header, MTI and bitmaps take
+    ``head_len`` bytes and whose bitmaps name ``numbers``.
+
+    ``head_values`` are the constant decoded bitmap texts (``p``, ``1``).
+    The result dict starts as a copy of a template holding every key in
+    pyiso8583's order (a C-level copy, cheaper than building a dict), and
+    each field is stored into it as it is sliced. Returns None when the
+    layout uses something not worth specialising.
+    """
+    header = fields["h"]
+    mti = fields["t"]
+    specs = [fields.get(str(n)) for n in numbers]
+    if any(fs is None for fs in specs):
+        return None
+    field_specs: list[FieldSpec] = [fs for fs in specs if fs is not None]
+    parts = [mti, fields["p"], *field_specs]
+    if header.max_len > 0:
+        if header.len_type:
+            return None
+        parts.append(header)
+    if "1" in head_values:
+        parts.append(fields["1"])
+    all_ascii = all(
+        fs.data_enc == ASCII and not fs.nibbles and _text_len(fs) for fs in parts
+    )
+    template: dict[str, str] = {}
+    if header.max_len > 0:
+        template["h"] = ""
+    template["t"] = ""
+    template.update(head_values)
+    for fs in field_specs:
+        template[fs.key] = ""
+    src = _Source()
+    ns: dict[str, Any] = {"Bail": Bail, "T": template}
+    src.emit("D = T.copy()")
+    # All-ASCII layouts decode the message once and slice text; others
+    # slice bytes and decode each text piece (which also proves it ASCII).
+    if all_ascii:
+        src.emit("t = s.decode('ascii')")
+
+    def text_slice(start: str, end: str) -> str:
+        if all_ascii:
+            return f"t[{start}:{end}]"
+        return f"s[{start}:{end}].decode('ascii')"
+
+    def prefix_slice(start: str, end: str) -> str:
+        return f"t[{start}:{end}]" if all_ascii else f"s[{start}:{end}]"
+
+    # header and MTI
+    if header.max_len > 0:
+        if _is_ascii_text(header):
+            src.emit(f"D['h'] = {text_slice('0', str(header.max_len))}")
+        elif header.binary and not header.nibbles:
+            src.emit(f"D['h'] = s[0:{header.max_len}].hex().upper()")
+        else:
+            return None
+        src.off = header.max_len
+    if mti.binary:
+        src.emit(f"D['t'] = s[{src.pos()}:{src.pos(2)}].hex().upper()")
+        src.off += 2
+    elif mti.data_enc == ASCII:
+        src.emit(f"D['t'] = {text_slice(src.pos(), src.pos(4))}")
+        src.off += 4
+    else:
+        src.emit(f"D['t'] = s[{src.pos()}:{src.pos(4)}].decode({mti.data_enc!r})")
+        src.off += 4
+    # The bitmaps are constants of this layout (in the template).
+    src.off = head_len
+
+    # Consecutive fixed-length fields of one kind form a run: one slice of
+    # the message (hexed once for binary runs) split by a C-level itemgetter.
+    run_kind: str | None = None
+    fixed_start = 0
+    run_items: list[tuple[str, int, int, FieldSpec]] = []
+
+    def flush_run() -> None:
+        nonlocal run_kind, fixed_start
+        if not run_items:
+            run_kind = None
+            return
+        base = fixed_start
+        total = src.off - base
+        if run_kind == "text":
+            whole = text_slice(src.at(base), src.at(base + total))
+            scale = 1
+        else:
+            whole = f"s[{src.at(base)}:{src.at(base + total)}].hex().upper()"
+            scale = 2
+        # Odd nibble fields carry a pad nibble: with one pad configured the
+        # getter slices it off directly and one check proves every pad.
+        slices: list[slice] = []
+        targets: list[str] = []
+        pad_checks: list[str] = []
+        strips: list[tuple[FieldSpec, str]] = []
+        run_var = src.name("x")
+        for _, a, b, fs in run_items:
+            lo, hi = a * scale, b * scale
+            target = f"D[{fs.key!r}]"
+            if fs.nibbles and fs.max_len & 1:
+                if fs.left_pad and not fs.right_pad:
+                    pad_checks.append(f"{run_var}[{lo}] != {fs.left_pad!r}")
+                    lo += 1
+                elif fs.right_pad and not fs.left_pad:
+                    pad_checks.append(f"{run_var}[{hi - 1}] != {fs.right_pad!r}")
+                    hi -= 1
+                else:
+                    name = src.name("x")
+                    strips.append((fs, name))
+                    target = name
+            slices.append(slice(lo, hi))
+            targets.append(target)
+        if len(slices) == 1 and not pad_checks and not strips:
+            src.emit(f"{targets[0]} = {whole}")
+            run_items.clear()
+            run_kind = None
+            return
+        src.emit(f"{run_var} = {whole}")
+        if pad_checks:
+            src.emit(f"if {' or '.join(pad_checks)}: raise Bail")
+        if len(slices) == 1:
+            only = slices[0]
+            src.emit(f"{targets[0]} = {run_var}[{only.start}:{only.stop}]")
+        else:
+            getter = src.name("G")
+            ns[getter] = operator.itemgetter(*slices)
+            src.emit(f"{', '.join(targets)} = {getter}({run_var})")
+        for fs, name in strips:
+            _emit_strip(src, fs, f"D[{fs.key!r}]", name)
+        run_items.clear()
+        run_kind = None
+
+    for fs in field_specs:
+        target = f"D[{fs.key!r}]"
+        kind = "hex" if fs.binary else ("text" if _is_ascii_text(fs) else None)
+        if fs.len_type == 0 and kind is not None:
+            if fs.nibbles and fs.max_len & 1 and not fs.pad:
+                return None  # pyiso8583 always rejects such a field
+            if kind != run_kind:
+                flush_run()
+                run_kind = kind
+                fixed_start = src.off
+            width = (fs.max_len + 1) // 2 if fs.nibbles else fs.max_len
+            run_items.append(("", src.off - fixed_start, src.off - fixed_start + width, fs))
+            src.off += width
+            continue
+        flush_run()
+        if fs.len_type == 0:
+            # fixed field in some other codec
+            if fs.nibbles:
+                return None
+            src.emit(f"{target} = s[{src.pos()}:{src.pos(fs.max_len)}].decode({fs.data_enc!r})")
+            src.off += fs.max_len
+            continue
+        start = src.pos()
+        end = src.pos(fs.len_type)
+        if fs.len_enc == ASCII:
+            prefix = prefix_slice(start, end)
+        else:
+            prefix = f"s[{start}:{end}]"
+        if fs.binary and fs.nibbles:
+            # prefix -> offset after the field, and prefix -> odd nibble count
+            k_var = src.name("k")
+            x_var = src.name("x")
+            advance = src.name("A")
+            odd = src.name("O")
+            lengths = length_table_decode(fs, text_keys=all_ascii)
+            ns[advance] = {k: fs.len_type + (n + 1) // 2 for k, n in lengths.items()}
+            ns[odd] = {k: bool(n & 1) for k, n in lengths.items()}
+            src.emit(f"{k_var} = {prefix}")
+            src.emit(f"{x_var} = s[{end}:(i := {start}+{advance}[{k_var}])].hex().upper()")
+            src.emit(f"if {odd}[{k_var}]:")
+            _emit_strip(src, fs, target, x_var, indent=1)
+            src.emit("else:")
+            src.emit(f"    {target} = {x_var}")
+            src.dynamic = True
+            src.off = 0
+            continue
+        if fs.nibbles:
+            return None
+        table = src.name("A")
+        ns[table] = _advance_table(fs, text_keys=all_ascii)
+        walrus = f"(i := {start}+{table}[{prefix}])"
+        if fs.binary:
+            src.emit(f"{target} = s[{end}:{walrus}].hex().upper()")
+        elif fs.data_enc == ASCII:
+            src.emit(f"{target} = {text_slice(end, walrus)}")
+        else:
+            src.emit(f"{target} = s[{end}:{walrus}].decode({fs.data_enc!r})")
+        src.dynamic = True
+        src.off = 0
+    flush_run()
+    src.emit(f"if {src.pos()} != len(s): raise Bail")
+    src.emit("return D")
+    code = "def decode_layout(s):\n" + "\n".join(src.lines) + "\n"
+    exec(compile(code, "<iso_switch.codec layout>", "exec"), ns)
+    fn: DecodeFn = ns["decode_layout"]
+    return fn
+
+
+def _emit_strip(src: _Source, fs: FieldSpec, target: str, value: str, indent: int = 0) -> None:
+    """pyiso8583's pad removal for an odd nibble count: left pad first, then
+    right pad, else an error (here: bail). ``value`` must be a plain name."""
+    pad = "    " * indent
+    keyword = "if"
+    if fs.left_pad:
+        src.emit(f"{pad}if {value}[:1] == {fs.left_pad!r}: {target} = {value}[1:]")
+        keyword = "elif"
+    if fs.right_pad:
+        src.emit(f"{pad}{keyword} {value}[-1:] == {fs.right_pad!r}: {target} = {value}[:-1]")
+        keyword = "elif"
+    if keyword == "if":
+        src.emit(f"{pad}raise Bail")
+    else:
+        src.emit(f"{pad}else: raise Bail")
+
+
+def compile_encoder(
+    fields: Mapping[str, FieldSpec],
+    keys: Sequence[str],
+    bitmaps: Sequence[tuple[FieldSpec, bytes]],
+    numbers: Sequence[int],
+) -> EncodeFn | None:
+    """Straight-line encoder for dicts with exactly ``keys`` (in that order),
+    whose bitmaps are the constant ``bitmaps`` and whose fields are
+    ``numbers`` (ascending)."""
+    header = fields["h"]
+    mti = fields["t"]
+    specs = [fields.get(str(n)) for n in numbers]
+    if any(fs is None for fs in specs):
+        return None
+    field_specs: list[FieldSpec] = [fs for fs in specs if fs is not None]
+    ns: dict[str, Any] = {"Bail": Bail, "a2b": binascii.a2b_hex}
+    lines: list[str] = []
+    checks: list[str] = []
+    # Output items: ("text", expr) join into str segments encoded as ASCII;
+    # ("bytes", expr) are added as they are.
+    items: list[tuple[str, str]] = []
+    tmp = 0
+
+    def new(prefix: str) -> str:
+        nonlocal tmp
+        tmp += 1
+        return f"{prefix}{tmp}"
+
+    if header.max_len > 0:
+        if "h" not in keys or header.len_type or not _is_ascii_text(header):
+            return None
+        lines.append("vh = d['h']")
+        checks.append(f"len(vh) != {header.max_len}")
+        items.append(("text", "vh"))
+    lines.append("vt = d['t']")
+    if mti.binary:
+        lines.append("bt = a2b(vt)")
+        checks.append("len(bt) != 2")
+        items.append(("bytes", "bt"))
+    elif mti.data_enc == ASCII:
+        checks.append("len(vt) != 4")
+        items.append(("text", "vt"))
+    else:
+        lines.append(f"bt = vt.encode({mti.data_enc!r})")
+        checks.append("len(bt) != 4")
+        items.append(("bytes", "bt"))
+    for index, (fs, bitmap) in enumerate(bitmaps):
+        name = f"B{index}"
+        if fs.binary:
+            ns[name] = bitmap
+            items.append(("bytes", name))
+        elif fs.data_enc == ASCII:
+            ns[name] = bitmap.hex().upper()
+            items.append(("text", name))
+        else:
+            ns[name] = bitmap.hex().upper().encode(fs.data_enc)
+            items.append(("bytes", name))
+
+    for fs in field_specs:
+        v = "v" + fs.key
+        lines.append(f"{v} = d[{fs.key!r}]")
+        if fs.binary:
+            # binascii also takes bytes; the API (and the generic path) only str.
+            checks.append(f"{v}.__class__ is not str")
+            if fs.nibbles:
+                if fs.len_type == 0:
+                    if fs.max_len & 1 and not fs.pad:
+                        return None
+                    checks.append(f"len({v}) != {fs.max_len}")
+                    data = f"a2b({fs.left_pad!r} + {v})" if fs.max_len & 1 and fs.left_pad else (
+                        f"a2b({v} + {fs.right_pad!r})" if fs.max_len & 1 else f"a2b({v})"
+                    )
+                    items.append(("bytes", data))
+                else:
+                    if not fs.pad:
+                        return None
+                    n = new("n")
+                    table = "E" + fs.key
+                    ns[table] = length_table_encode(fs, as_text=False)
+                    lines.append(f"{n} = len({v})")
+                    padded = (
+                        f"({fs.left_pad!r} + {v})" if fs.left_pad else f"({v} + {fs.right_pad!r})"
+                    )
+                    items.append(("bytes", f"{table}[{n}]"))
+                    items.append(("bytes", f"a2b({padded} if {n} & 1 else {v})"))
+            else:
+                b = new("b")
+                lines.append(f"{b} = a2b({v})")
+                if fs.len_type == 0:
+                    checks.append(f"len({b}) != {fs.max_len}")
+                    items.append(("bytes", b))
+                else:
+                    table = "E" + fs.key
+                    ns[table] = length_table_encode(fs, as_text=False)
+                    items.append(("bytes", f"{table}[len({b})]"))
+                    items.append(("bytes", b))
+        elif fs.nibbles:
+            return None
+        elif fs.data_enc == ASCII:
+            if fs.len_type == 0:
+                checks.append(f"len({v}) != {fs.max_len}")
+                items.append(("text", v))
+            else:
+                table = "E" + fs.key
+                as_text = fs.len_enc == ASCII
+                ns[table] = length_table_encode(fs, as_text=as_text)
+                items.append(("text" if as_text else "bytes", f"{table}[len({v})]"))
+                items.append(("text", v))
+        else:
+            b = new("b")
+            lines.append(f"{b} = {v}.encode({fs.data_enc!r})")
+            if fs.len_type == 0:
+                checks.append(f"len({b}) != {fs.max_len}")
+            else:
+                table = "E" + fs.key
+                ns[table] = length_table_encode(fs, as_text=False)
+                items.append(("bytes", f"{table}[len({b})]"))
+            items.append(("bytes", b))
+
+    # Group consecutive text items into one join + encode each.
+    pieces: list[str] = []
+    segment: list[str] = []
+    for kind, expr in items:
+        if kind == "text":
+            segment.append(expr)
+            continue
+        if segment:
+            pieces.append(_join_text(segment))
+            segment = []
+        pieces.append(expr)
+    if segment:
+        pieces.append(_join_text(segment))
+    body = ["    " + line for line in lines]
+    if checks:
+        body.append("    if " + " or ".join(checks) + ": raise Bail")
+    if len(pieces) == 1:
+        body.append(f"    return {pieces[0]}")
+    else:
+        body.append("    return b''.join((" + ", ".join(pieces) + "))")
+    code = "def encode_layout(d):\n" + "\n".join(body) + "\n"
+    exec(compile(code, "<iso_switch.codec layout>", "exec"), ns)
+    fn: EncodeFn = ns["encode_layout"]
+    return fn
+
+
+def _join_text(segment: list[str]) -> str:
+    if len(segment) == 1:
+        return f"{segment[0]}.encode('ascii')"
+    return "''.join((" + ", ".join(segment) + ")).encode('ascii')"
