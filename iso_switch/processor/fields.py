@@ -1,0 +1,210 @@
+"""From the decoded wire dict to a checked request (or a format error, 30).
+
+Interface section 3, "Mandatory fields": a missing mandatory field, an
+undecodable field, or DE2 and DE35 naming different cards is a format
+error. Fields a message does not list are ignored. The transaction key and
+content for idempotency are computed here, once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+CLASS_OF_MTI = {
+    "0100": "010", "0101": "010", "0200": "020", "0201": "020", "0220": "022", "0221": "022",
+    "0400": "040", "0401": "040", "0420": "042", "0421": "042",
+}
+RESPONSE_MTI = {"010": "0110", "020": "0210", "022": "0230", "040": "0410", "042": "0430"}
+ORIGINAL_CLASSES = frozenset({"010", "020", "022"})
+REVERSAL_CLASSES = frozenset({"040", "042"})
+
+_FINANCIAL_MANDATORY = ("3", "4", "7", "11", "12", "13", "22", "41", "42", "49")
+MANDATORY = {
+    "010": _FINANCIAL_MANDATORY,
+    "020": _FINANCIAL_MANDATORY,
+    "022": ("3", "4", "7", "11", "41", "42", "49", "90"),
+    "040": ("7", "11", "41", "42", "90"),
+    "042": ("7", "11", "41", "42", "90"),
+}
+LISTED_OPTIONAL = {
+    "010": ("2", "35", "14", "32", "52", "62", "102", "103"),
+    "020": ("2", "35", "14", "32", "52", "62", "102", "103"),
+    "022": ("2", "35", "12", "13", "32", "62"),
+    "040": ("2", "3", "4", "49", "32", "95", "62"),
+    "042": ("2", "3", "4", "49", "32", "95", "62"),
+}
+ECHO_FIELDS = ("2", "3", "4", "7", "11", "12", "13", "32", "41", "42", "49", "70", "90", "102",
+               "103")
+MAC_FIELDS = ("64", "128")
+_HEX = frozenset("0123456789abcdefABCDEF")
+PAN_DIGITS_MAX = 19
+AMOUNT_DIGITS_MAX = 12
+ACCOUNT_CHARS_MAX = 28
+KSN_HEX_CHARS = 20
+PIN_BLOCK_HEX_CHARS = 16
+DE90_DIGITS = 42
+DE32_DIGITS_MAX = 11
+
+
+class FormatError(ValueError):
+    """The request is malformed (30). Names the field, never its content."""
+
+
+@dataclass(frozen=True, slots=True)
+class Original:
+    """DE90: which earlier request a completion or reversal refers to."""
+
+    mti: str
+    stan: str
+    transmitted: str  # its DE7
+    acquirer: str  # its DE32, leading zeros stripped ('' when absent or zero)
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    mti: str
+    cls: str
+    pan: str
+    expiry: str  # presented expiry YYMM (DE14, else from DE35), '' when none
+    code: str  # DE3, '' when absent
+    amount_minor: int | None
+    currency: int | None
+    terminal_id: str  # DE41 as sent (part of the key)
+    terminal: str  # DE41 without padding, for lookups
+    merchant: str
+    stan: str
+    transmitted: str
+    acquirer: str
+    original: Original | None
+    actual_minor: int | None  # DE95 actual amount
+    pin_block: bytes | None
+    ksn: str | None
+    source_account: str
+    dest_account: str
+    key: str
+    content: bytes
+
+    @property
+    def code2(self) -> str:
+        return self.code[:2]
+
+
+def make_key(cls: str, terminal_id: str, stan: str, transmitted: str, acquirer: str) -> str:
+    """Interface section 3: MTI without its last digit + DE41 + DE11 + DE7
+    (+ DE32; absent and all-zero are the same)."""
+    return f"{cls}|{terminal_id}|{stan}|{transmitted}|{acquirer}"
+
+
+def _digits(value: str, field: str, *, exact: int = 0, most: int = 0) -> str:
+    if not (value.isascii() and value.isdigit()):
+        raise FormatError(f"DE{field} is not numeric")
+    if (exact and len(value) != exact) or (most and len(value) > most):
+        raise FormatError(f"DE{field} has the wrong length")
+    return value
+
+
+def _hex(value: str, field: str, length: int) -> str:
+    if len(value) != length or not set(value) <= _HEX:
+        raise FormatError(f"DE{field} is not {length} hex characters")
+    return value.upper()
+
+
+def _check_de7(value: str) -> str:
+    _digits(value, "7", exact=10)
+    month, day, hour, minute, second = (int(value[i:i + 2]) for i in range(0, 10, 2))
+    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 60):
+        raise FormatError("DE7 is not a valid MMDDhhmmss")
+    return value
+
+
+def _track2(value: str) -> tuple[str, str]:
+    for separator in ("=", "D", "d"):
+        index = value.find(separator)
+        if index >= 0:
+            pan, rest = value[:index], value[index + 1:]
+            expiry = rest[:4]
+            if expiry and not (len(expiry) == 4 and expiry.isdigit()):
+                raise FormatError("DE35 expiry is not numeric")
+            return _digits(pan, "35", most=PAN_DIGITS_MAX), expiry
+    raise FormatError("DE35 has no separator")
+
+
+def parse_request(fields: Mapping[str, str], content_key: bytes) -> Parsed:
+    """Check a 01xx/02xx/04xx request and compute its key and content.
+
+    Raises :class:`FormatError` (answer 30) for anything malformed."""
+    mti = fields.get("t", "")
+    cls = CLASS_OF_MTI.get(mti)
+    if cls is None:
+        raise FormatError("MTI not accepted")
+    listed = MANDATORY[cls] + LISTED_OPTIONAL[cls]
+    f = {k: fields[k] for k in listed if k in fields}
+    for name in MANDATORY[cls]:
+        if not f.get(name, "").strip():
+            raise FormatError(f"DE{name} is missing")
+    pan = expiry = ""
+    if "2" in f:
+        pan = _digits(f["2"], "2", most=PAN_DIGITS_MAX)
+    if "35" in f:
+        track_pan, expiry = _track2(f["35"])
+        if pan and track_pan != pan:
+            raise FormatError("DE2 and DE35 name different cards")
+        pan = track_pan
+    if cls in ORIGINAL_CLASSES and not pan:
+        raise FormatError("DE2 or DE35 is missing")
+    if "14" in f:
+        expiry = _digits(f["14"], "14", exact=4)
+    code = _digits(f["3"], "3", exact=6) if "3" in f else ""
+    amount = int(_digits(f["4"], "4", most=AMOUNT_DIGITS_MAX)) if "4" in f else None
+    currency = int(_digits(f["49"], "49", exact=3)) if "49" in f else None
+    transmitted = _check_de7(f["7"])
+    stan = _digits(f["11"], "11", exact=6)
+    for name, length in (("12", 6), ("13", 4), ("22", 3)):
+        if name in f:
+            _digits(f[name], name, exact=length)
+    acquirer = _digits(f["32"], "32", most=DE32_DIGITS_MAX).lstrip("0") if "32" in f else ""
+    original = None
+    if "90" in f:
+        de90 = _digits(f["90"], "90", exact=DE90_DIGITS)
+        original = Original(de90[0:4], de90[4:10], de90[10:20], de90[20:31].lstrip("0"))
+    actual = None
+    if "95" in f:
+        actual = int(_digits(f["95"][:AMOUNT_DIGITS_MAX], "95", exact=AMOUNT_DIGITS_MAX))
+    pin_block = bytes.fromhex(_hex(f["52"], "52", PIN_BLOCK_HEX_CHARS)) if "52" in f else None
+    ksn = _hex(f["62"], "62", KSN_HEX_CHARS) if "62" in f else None
+    carries_mac = any(name in fields for name in MAC_FIELDS)
+    if (pin_block is not None or carries_mac) and ksn is None:
+        raise FormatError("DE62 (KSN) is missing")
+    source = f.get("102", "").strip()
+    dest = f.get("103", "").strip()
+    if len(source) > ACCOUNT_CHARS_MAX or len(dest) > ACCOUNT_CHARS_MAX:
+        raise FormatError("DE102/DE103 too long")
+    if cls == "020" and code[:2] == "40" and not dest:
+        raise FormatError("DE103 is missing for a transfer")
+    key = make_key(cls, f["41"], stan, transmitted, acquirer)
+    content_text = "|".join((pan, code, f.get("4", ""), f.get("49", ""), source, dest))
+    content = hmac.new(content_key, content_text.encode(), hashlib.sha256).digest()
+    return Parsed(
+        mti=mti, cls=cls, pan=pan, expiry=expiry, code=code, amount_minor=amount,
+        currency=currency, terminal_id=f["41"], terminal=f["41"].strip(),
+        merchant=f["42"].strip(), stan=stan, transmitted=transmitted, acquirer=acquirer,
+        original=original, actual_minor=actual, pin_block=pin_block, ksn=ksn,
+        source_account=source, dest_account=dest, key=key, content=content,
+    )
+
+
+def response_mti(mti: str) -> str:
+    """0100/0101 -> 0110 and so on; for anything else, the request class + 10."""
+    cls = CLASS_OF_MTI.get(mti)
+    if cls is not None:
+        return RESPONSE_MTI[cls]
+    if len(mti) == 4 and mti.isdigit() and int(mti[2]) % 2 == 0:
+        return mti[:2] + str(int(mti[2]) + 1) + "0"
+    return "0810" if mti.startswith("08") else mti
+
+
+def echo(fields: Mapping[str, str]) -> dict[str, str]:
+    return {k: fields[k] for k in ECHO_FIELDS if k in fields}
