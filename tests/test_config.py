@@ -285,3 +285,20 @@ def test_cli_help_is_helpful(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--config" in out
     assert "--data-dir" in out
     assert "TOML" in out
+
+
+def test_readme_documents_every_key() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Configuration") :]
+    section = section[: section.index("\n## ", 1)]
+    config = Config()
+    for spec in dataclasses.fields(config):
+        value = getattr(config, spec.name)
+        if dataclasses.is_dataclass(value):
+            names = [f"{spec.name}.{inner.name}" for inner in dataclasses.fields(value)]
+        elif isinstance(value, tuple):
+            names = [f"{spec.name}.{inner.name}" for inner in dataclasses.fields(value[0])]
+        else:
+            names = [spec.name]
+        for name in names:
+            assert f"| `{name}` |" in section, name
