@@ -39,9 +39,12 @@ SECRETS = (PAN, PAN19, TRACK2, KEY_HEX, PIN_BLOCK_HEX, PAN[6:12] + PAN[12:])
 
 @pytest.fixture(autouse=True)
 def _reset_structlog() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
     yield
     structlog.reset_defaults()
-    root = logging.getLogger()
+    structlog.contextvars.clear_contextvars()
+    root.setLevel(level)
     for handler in list(root.handlers):
         if type(handler).__name__ == "_SafeStdlibHandler":
             root.removeHandler(handler)
