@@ -281,9 +281,12 @@ class Framer:
     def has_partial_frame(self) -> bool:
         """True when part of a frame is buffered (after draining all events).
 
-        The server starts its per-frame read deadline when this becomes true
-        and cancels it when it becomes false: a peer sending one byte a
-        second never completes a frame in time.
+        Drives the per-frame read deadline (``frame_read_timeout_s``): after
+        each feed-and-drain, if events came out the deadline restarts (a new
+        frame may have begun), if this is false there is none, and if no
+        events came out it keeps running. So a peer sending one byte a second
+        never completes a frame in time, while a busy pipelined stream, which
+        nearly always ends a chunk mid-frame, is never cut off.
         """
         return len(self._buffer) > self._position
 
