@@ -106,11 +106,12 @@ class Env:
         return account.ledger_balance_minor, account.available_balance_minor
 
 
-def make_env(tmp: Path, config: ProcessorConfig | None = None) -> Env:
+def make_env(tmp: Path, config: ProcessorConfig | None = None,
+             start: datetime = START) -> Env:
     config = config or ProcessorConfig(synchronous="OFF")
     store = open_store(tmp, config)
     hsm = FakeHsm()
-    clock = Clock()
+    clock = Clock(start)
     seed_demo(store, hsm, config, clock.now)
     return Env(Processor(store, hsm, config, clock=clock), clock)
 

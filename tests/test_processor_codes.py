@@ -7,7 +7,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from helpers_ledger import (
+
+from iso_switch.processor import CommitFailed, ProcessorConfig, Request, answer_0800
+from tests.helpers_ledger import (
     ACCOUNT_POOR,
     ACCOUNT_RICH,
     CARD_EXPIRED,
@@ -23,8 +25,6 @@ from helpers_ledger import (
     make_env,
     pin_block,
 )
-
-from iso_switch.processor import CommitFailed, ProcessorConfig, Request, answer_0800
 
 
 @pytest.fixture
@@ -271,7 +271,7 @@ def test_63_mac_and_replay(env: Env) -> None:
 
 
 def test_replay_window_accepts_out_of_order(env: Env) -> None:
-    from helpers_ledger import ksn
+    from tests.helpers_ledger import ksn
 
     for counter in (10, 8, 9):
         fields = dict(financial(env), **{"62": ksn(counter), "64": "0" * 16})

@@ -7,7 +7,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from helpers_ledger import (
+
+from iso_switch.processor import Request
+from tests.helpers_ledger import (
     ACCOUNT_RICH,
     SETTLEMENT,
     Env,
@@ -16,8 +18,6 @@ from helpers_ledger import (
     make_env,
     reversal,
 )
-
-from iso_switch.processor import Request
 
 
 @pytest.fixture

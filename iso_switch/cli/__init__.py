@@ -21,6 +21,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "iso_switch.cli.codec_cmd",
     "iso_switch.cli.keys_cmd",
     "iso_switch.cli.config_cmd",
+    "iso_switch.cli.ledger_cmd",
+    "iso_switch.cli.admin_cmd",
 )
 
 

@@ -59,7 +59,23 @@ __all__ = [
     "ProcessorConfig",
     "Request",
     "answer_0800",
+    "config_from",
     "open_default",
     "open_store",
     "seed_demo",
 ]
+
+
+def config_from(config: object) -> ProcessorConfig:
+    """A :class:`ProcessorConfig` from the switch's :class:`iso_switch.config.Config`
+    (its ``ledger`` table); other fields keep their defaults."""
+    from datetime import timedelta
+
+    ledger = config.ledger  # type: ignore[attr-defined]
+    return ProcessorConfig(
+        timezone=ledger.timezone,
+        hold_expiry=timedelta(days=ledger.hold_expiry_days),
+        retention=timedelta(days=ledger.retention_days),
+        review_threshold_minor=ledger.review_threshold_minor,
+        synchronous=ledger.synchronous,
+    )

@@ -1,0 +1,338 @@
+"""``iso-switch accounts | cards | terminals | merchants | issuer | journal |
+blacklist``: reference data administration on the store under ``--data-dir``.
+
+PANs and PINs never go on the command line (every user can read argv with
+``ps``): ``cards create`` reads them from environment variables or prompts
+without echo. Output shows masked PANs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from iso_switch.cli.ledger_cmd import (
+    LIST_LIMIT_DEFAULT,
+    _add_keys_arguments,
+    add_data_dir,
+    open_hsm,
+)
+
+PAN_ENV = "ISO_SWITCH_CARD_PAN"
+PIN_ENV = "ISO_SWITCH_CARD_PIN"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def group(name: str, help_text: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+        parser = subparsers.add_parser(name, help=help_text, description=help_text)
+        return parser.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
+
+    def action(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+               help_text: str, func: object) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=help_text, description=help_text)
+        add_data_dir(parser)
+        parser.set_defaults(func=func)
+        return parser
+
+    accounts = group("accounts", "list and create ledger accounts")
+    action(accounts, "list", "list accounts with ledger and available balances", _accounts_list)
+    create = action(accounts, "create", "create an account (opening balance from the "
+                    "operator's equity account)", _accounts_create)
+    create.add_argument("number", help="account number (e.g. 6222020000000072)")
+    create.add_argument("--kind", default="cardholder",
+                        choices=["cardholder", "settlement", "clearing", "equity"],
+                        help="cardholder accounts cannot go below zero (default cardholder)")
+    create.add_argument("--currency", type=int, default=156, help="ISO 4217 numeric (156)")
+    create.add_argument("--opening-minor", type=int, default=0,
+                        help="opening balance in minor units (default 0)")
+    close = action(accounts, "close", "close an account (it refuses postings)", _accounts_close)
+    close.add_argument("number")
+
+    cards = group("cards", "list and create cards, change their state, reset PIN tries")
+    action(cards, "list", "list cards (PANs masked)", _cards_list)
+    card_create = action(
+        cards, "create", f"create a card: PAN and PIN from ${PAN_ENV} / ${PIN_ENV} or prompted "
+        "without echo; only a keyed hash of the PAN and PIN verification data are stored",
+        _cards_create)
+    card_create.add_argument("--account", required=True, help="the card's account number")
+    card_create.add_argument("--expiry", required=True, help="YYMM")
+    card_create.add_argument("--state", default="active",
+                             choices=["active", "lost", "stolen", "blocked"])
+    _add_keys_arguments(card_create)
+    state = action(cards, "state", "set a card's state", _cards_state)
+    state.add_argument("card_id", type=int, help="card id from 'cards list'")
+    state.add_argument("state", choices=["active", "lost", "stolen", "blocked"])
+    reset = action(cards, "reset-pin", "reset the PIN-try counter and unblock the PIN",
+                   _cards_reset_pin)
+    reset.add_argument("card_id", type=int, help="card id from 'cards list'")
+
+    terminals = group("terminals", "list and create terminals and their profiles")
+    action(terminals, "list", "list terminals with their profiles", _terminals_list)
+    terminal_create = action(terminals, "create", "create or update a terminal",
+                             _terminals_create)
+    terminal_create.add_argument("id", help="DE41, 8 characters")
+    terminal_create.add_argument("--merchant", required=True, help="DE42 merchant id")
+    terminal_create.add_argument("--no-mac", action="store_true",
+                                 help="MACs optional (default: required on 01xx/02xx/04xx)")
+    terminal_create.add_argument("--codes", default="00,01,20,30,31,40",
+                                 help="allowed processing codes (default all)")
+
+    merchants = group("merchants", "list and create merchants")
+    action(merchants, "list", "list merchants and their accounts", _merchants_list)
+    merchant_create = action(merchants, "create", "create or update a merchant",
+                             _merchants_create)
+    merchant_create.add_argument("id", help="DE42, 15 characters")
+    merchant_create.add_argument("--name", default="")
+    merchant_create.add_argument("--settlement", required=True, help="settlement account")
+    merchant_create.add_argument("--cash", required=True, help="cash clearing account")
+
+    issuer = group("issuer", "mark an issuer up or down (down answers 91), list issuers")
+    action(issuer, "list", "list issuers and BIN routes", _issuer_list)
+    for name in ("up", "down"):
+        parser = action(issuer, name, f"mark an issuer {name}", _issuer_set)
+        parser.add_argument("issuer_id", nargs="?", default="onus",
+                            help="issuer id (default onus)")
+        parser.set_defaults(available=name == "up")
+
+    journal = subparsers.add_parser(
+        "journal", help="show the latest decisions (PANs masked)",
+        description="The decision journal, newest first: key, response code, state, amount.")
+    add_data_dir(journal)
+    journal.add_argument("--limit", type=int, default=LIST_LIMIT_DEFAULT)
+    journal.set_defaults(func=_journal)
+
+    blacklist = group("blacklist", "block a PAN, account, terminal or merchant (05)")
+    action(blacklist, "list", "list entries", _blacklist_list)
+    for name in ("add", "remove"):
+        parser = action(blacklist, name, f"{name} an entry; a PAN is read from ${PAN_ENV} "
+                        "or prompted", _blacklist_change)
+        parser.add_argument("kind", choices=["pan", "account", "terminal", "merchant"])
+        parser.add_argument("value", nargs="?", default="", help="not for PANs")
+        parser.add_argument("--reason", default="")
+        parser.set_defaults(add=name == "add")
+
+
+def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from iso_switch.processor import open_store
+
+    return open_store(Path(args.data_dir))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _secret(env: str, prompt: str) -> str:
+    value = os.environ.get(env)
+    return value if value is not None else getpass.getpass(prompt)
+
+
+def _accounts_list(args: argparse.Namespace) -> int:
+    print(f"{'id':>4}  {'number':<20} {'kind':<11} {'ccy':>3} {'ledger':>16} {'available':>16}"
+          "  closed")
+    for a in _open(args).list_accounts():
+        print(f"{a.id:>4}  {a.number:<20} {a.kind:<11} {a.currency:>3} "
+              f"{a.ledger_balance_minor / 100:>16,.2f} {a.available_balance_minor / 100:>16,.2f}"
+              f"  {'yes' if a.closed else ''}")
+    return 0
+
+
+def _accounts_create(args: argparse.Namespace) -> int:
+    from iso_switch.ledger import AccountKind
+    from iso_switch.processor.seed import EQUITY_ACCOUNT
+
+    store, now = _open(args), _now()
+    with store.write():
+        if store.account_by_number(args.number) is not None:
+            print("error: the account exists")
+            return 1
+        account = store.create_account(args.number, args.currency, AccountKind(args.kind), now)
+        if args.opening_minor:
+            equity = store.account_by_number(f"EQUITY-{args.currency}") or None
+            equity_id = equity.id if equity else store.create_account(
+                f"EQUITY-{args.currency}" if args.currency != 156 else EQUITY_ACCOUNT,
+                args.currency, AccountKind.EQUITY, now)
+            store.transfer(equity_id, account, args.opening_minor, args.currency,
+                           "opening balance", now)
+    print(f"account {args.number} created (id {account})")
+    return 0
+
+
+def _accounts_close(args: argparse.Namespace) -> int:
+    store = _open(args)
+    with store.write():
+        account = store.account_by_number(args.number)
+        if account is None:
+            print("error: no such account")
+            return 1
+        store.set_account_closed(account.id, True)
+    print(f"account {args.number} closed")
+    return 0
+
+
+def _cards_list(args: argparse.Namespace) -> int:
+    store = _open(args)
+    print(f"{'id':>4}  {'pan':<20} {'expiry':<6} {'state':<8} {'account':<20} pin")
+    for c in store.list_cards():
+        account = store.get_account(c.account_id).number
+        pin = "blocked" if c.pin_blocked else f"{c.pin_tries} wrong"
+        print(f"{c.id:>4}  {c.pan_masked:<20} {c.expiry:<6} {c.state:<8} {account:<20} {pin}")
+    return 0
+
+
+def _cards_create(args: argparse.Namespace) -> int:
+    from iso_switch.issuer import pan_valid
+    from iso_switch.processor import ProcessorConfig
+    from iso_switch.processor.seed import add_card
+
+    pan = _secret(PAN_ENV, "PAN: ").strip()
+    if not (pan.isdigit() and pan_valid(pan)):
+        print("error: the PAN fails its length or Luhn check")
+        return 1
+    pin = _secret(PIN_ENV, "PIN: ").strip()
+    if not (pin.isdigit() and 4 <= len(pin) <= 12):
+        print("error: a PIN is 4 to 12 digits")
+        return 1
+    if not (len(args.expiry) == 4 and args.expiry.isdigit()):
+        print("error: expiry is YYMM")
+        return 1
+    store = _open(args)
+    hsm = open_hsm(args)
+    with store.write():
+        account = store.account_by_number(args.account)
+        if account is None:
+            print("error: no such account")
+            return 1
+        card_id = add_card(store, hsm, ProcessorConfig(), pan=pan, pin=pin,  # type: ignore[arg-type]
+                           expiry=args.expiry, state=args.state, account_id=account.id,
+                           now=_now())
+    print(f"card {card_id} created")
+    return 0
+
+
+def _cards_state(args: argparse.Namespace) -> int:
+    store = _open(args)
+    with store.write():
+        if store.get_card(args.card_id) is None:
+            print("error: no such card")
+            return 1
+        store.set_card_state(args.card_id, args.state)
+    print(f"card {args.card_id} is {args.state}")
+    return 0
+
+
+def _cards_reset_pin(args: argparse.Namespace) -> int:
+    store = _open(args)
+    with store.write():
+        if store.get_card(args.card_id) is None:
+            print("error: no such card")
+            return 1
+        store.set_pin_tries(args.card_id, 0, False)
+    print(f"card {args.card_id}: PIN tries reset")
+    return 0
+
+
+def _terminals_list(args: argparse.Namespace) -> int:
+    for t in sorted(_open(args).load_terminals().values(), key=lambda t: t.id):
+        mac = "MAC required" if t.mac_required else "MAC optional"
+        print(f"{t.id:<10} {t.merchant_id:<16} {mac:<13} codes {','.join(sorted(t.allowed_codes))}")
+    return 0
+
+
+def _terminals_create(args: argparse.Namespace) -> int:
+    from iso_switch.ledger.records import TerminalRow
+
+    store = _open(args)
+    codes = frozenset(c.strip() for c in args.codes.split(",") if c.strip())
+    with store.write():
+        if args.merchant not in store.load_merchants():
+            print("error: no such merchant")
+            return 1
+        store.upsert_terminal(TerminalRow(args.id, args.merchant, not args.no_mac, codes))
+    print(f"terminal {args.id} saved")
+    return 0
+
+
+def _merchants_list(args: argparse.Namespace) -> int:
+    store = _open(args)
+    for m in sorted(store.load_merchants().values(), key=lambda m: m.id):
+        settlement = store.get_account(m.settlement_account_id).number
+        cash = store.get_account(m.cash_account_id).number
+        print(f"{m.id:<16} {m.name:<20} settlement {settlement}  cash {cash}")
+    return 0
+
+
+def _merchants_create(args: argparse.Namespace) -> int:
+    from iso_switch.ledger.records import MerchantRow
+
+    store = _open(args)
+    with store.write():
+        settlement = store.account_by_number(args.settlement)
+        cash = store.account_by_number(args.cash)
+        if settlement is None or cash is None:
+            print("error: no such account")
+            return 1
+        store.upsert_merchant(MerchantRow(args.id, args.name or args.id, settlement.id, cash.id))
+    print(f"merchant {args.id} saved")
+    return 0
+
+
+def _issuer_list(args: argparse.Namespace) -> int:
+    store = _open(args)
+    routes = store.load_routes()
+    for issuer in store.load_issuers().values():
+        bins = ", ".join(sorted(p for p, i in routes.items() if i == issuer.id))
+        print(f"{issuer.id:<8} {'up' if issuer.available else 'DOWN':<5} {issuer.name:<20} "
+              f"BINs {bins}")
+    return 0
+
+
+def _issuer_set(args: argparse.Namespace) -> int:
+    store = _open(args)
+    with store.write():
+        found = store.set_issuer_available(args.issuer_id, args.available)
+    if not found:
+        print("error: no such issuer")
+        return 1
+    print(f"issuer {args.issuer_id} is {'up' if args.available else 'down'}")
+    return 0
+
+
+def _journal(args: argparse.Namespace) -> int:
+    print(f"{'seq':>6}  {'created (UTC)':<27} {'mti':<4} {'terminal':<9} {'stan':<6} "
+          f"{'pan':<20} {'code':<6} {'amount':>14} rc {'state'}")
+    for t in _open(args).journal(args.limit):
+        print(f"{t.seq:>6}  {t.created_at:<27} {t.mti:<4} {t.terminal:<9} {t.stan:<6} "
+              f"{t.pan_masked:<20} {t.code:<6} {t.amount_minor / 100:>14,.2f} {t.rc} {t.state}")
+    return 0
+
+
+def _blacklist_list(args: argparse.Namespace) -> int:
+    for kind, value, reason in _open(args).list_blacklist():
+        shown = "(keyed PAN hash)" if kind == "pan" else value
+        print(f"{kind:<9} {shown:<24} {reason}")
+    return 0
+
+
+def _blacklist_change(args: argparse.Namespace) -> int:
+    from iso_switch.issuer import pan_hash
+    from iso_switch.processor import ProcessorConfig
+
+    value = args.value
+    if args.kind == "pan":
+        value = pan_hash(ProcessorConfig().pan_hash_key, _secret(PAN_ENV, "PAN: ").strip()).hex()
+    if not value:
+        print("error: give a value")
+        return 1
+    store = _open(args)
+    with store.write():
+        if args.add:
+            store.add_blacklist(args.kind, value, args.reason)
+        elif not store.remove_blacklist(args.kind, value):
+            print("error: not on the blacklist")
+            return 1
+    print(f"blacklist {args.kind}: {'added' if args.add else 'removed'}")
+    return 0
