@@ -119,13 +119,13 @@ def _key_kind_arguments(parser: argparse.ArgumentParser, required: bool = True) 
                         help="allow export under a key encryption key")
 
 
-def _open_store(args: argparse.Namespace) -> KeyStore:
+def _open_store(args: argparse.Namespace, create: bool = False) -> KeyStore:
     directory = Path(args.keys_dir)
     allow_demo = bool(args.demo) or _records_demo_kcv(directory)
     master = resolve_master_key(args.master_key_file, allow_demo=allow_demo)
     if master.is_demo:
         print("warning: using the DEMO master key: demo keys only", file=sys.stderr)
-    return KeyStore(directory, master)
+    return KeyStore(directory, master, create=create)
 
 
 def _records_demo_kcv(directory: Path) -> bool:
@@ -150,10 +150,13 @@ def _print_infos(infos: list[KeyInfo]) -> None:
 
 
 def _guarded(
-    action: str, args: argparse.Namespace, func: Callable[[KeyStore], list[KeyInfo]]
+    action: str,
+    args: argparse.Namespace,
+    func: Callable[[KeyStore], list[KeyInfo]],
+    create: bool = False,
 ) -> int:
     try:
-        infos = func(_open_store(args))
+        infos = func(_open_store(args, create))
     except SecurityError as exc:
         print(f"error: keys {action}: {exc} (nothing was changed)", file=sys.stderr)
         return 1
@@ -169,7 +172,7 @@ def _generate(args: argparse.Namespace) -> int:
     return _guarded("generate", args, lambda store: [store.generate(
         args.name, args.usage, args.algorithm, args.length, args.mode,
         exportable=args.exportable, key_set_id=args.key_set_id,
-    )])
+    )], create=True)
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -195,7 +198,7 @@ def _import(args: argparse.Namespace) -> int:
         kek = store.key_for(args.kek, (tr31.USAGE_KEK, tr31.USAGE_KBPK), tr31.MODE_DECRYPT)
         return [store.import_block(args.name, block.strip(), kek)]
 
-    return _guarded("import", args, run)
+    return _guarded("import", args, run, create=True)
 
 
 def _rotate(args: argparse.Namespace) -> int:

@@ -31,6 +31,8 @@ DES_BLOCK_BYTES = 8
 AES_BLOCK_BYTES = 16
 # ECB is what PIN blocks, KCVs and key derivation are defined with: one block at a time.
 _ECB = modes.ECB()  # noqa: S305
+# Mode objects are immutable: one zero-IV CBC mode serves every CBC-MAC.
+_CBC_ZERO_IV = modes.CBC(bytes(8))
 
 
 def tdes_key24(key: bytes) -> bytes:
@@ -81,6 +83,23 @@ def des_ecb_encrypt_uncached(key8: bytes, data: bytes) -> bytes:
     once), kept out of the context caches so they do not evict hot keys."""
     result: bytes = Cipher(TripleDES(key8 * 3), _ECB).encryptor().update(data)
     return result
+
+
+def tdes_ecb_encrypt_uncached(key: bytes, data: bytes) -> bytes:
+    """TDES-ECB for a one-off key (a DUKPT working key): no cache entry."""
+    result: bytes = Cipher(TripleDES(tdes_key24(key)), _ECB).encryptor().update(data)
+    return result
+
+
+def tdes_ecb_decrypt_uncached(key: bytes, data: bytes) -> bytes:
+    result: bytes = Cipher(TripleDES(tdes_key24(key)), _ECB).decryptor().update(data)
+    return result
+
+
+def des_cbc_mac_chain(key8: bytes, data: bytes | memoryview) -> bytes:
+    """Last block of single-DES CBC encryption of ``data`` with a zero IV."""
+    result: bytes = Cipher(TripleDES(key8 * 3), _CBC_ZERO_IV).encryptor().update(data)
+    return result[-8:]
 
 
 def tdes_cbc_encrypt(key: bytes, iv: bytes, data: bytes) -> bytes:

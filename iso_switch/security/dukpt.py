@@ -26,7 +26,7 @@ from iso_switch.security.ksn import (
     TDES_COUNTER_MASK,
     Ksn,
     check_tdes_counter,
-    parse_ksn,
+    tdes_ksn_bytes,
 )
 
 # X9.24-1 variant masks (XORed into the transaction key).
@@ -35,6 +35,9 @@ MAC_REQUEST_VARIANT = bytes.fromhex("000000000000FF00000000000000FF00")
 MAC_RESPONSE_VARIANT = bytes.fromhex("00000000FF00000000000000FF000000")
 DATA_REQUEST_VARIANT = bytes.fromhex("0000000000FF00000000000000FF0000")
 DATA_RESPONSE_VARIANT = bytes.fromhex("000000FF00000000000000FF00000000")
+_PIN_VARIANT_INT = int.from_bytes(PIN_VARIANT, "big")
+_MAC_REQUEST_VARIANT_INT = int.from_bytes(MAC_REQUEST_VARIANT, "big")
+_MAC_RESPONSE_VARIANT_INT = int.from_bytes(MAC_RESPONSE_VARIANT, "big")
 _KEY_MASK = bytes.fromhex("C0C0C0C000000000C0C0C0C000000000")
 _HALF_MASK = 0xC0C0C0C000000000
 _KSN_BITS = 80
@@ -133,11 +136,16 @@ class DukptKeys:
     mac_response: bytes = field(repr=False)
 
     @classmethod
-    def from_transaction_key(cls, transaction_key: bytes) -> DukptKeys:
+    def from_transaction_key(cls, transaction_key: bytes | int) -> DukptKeys:
+        key = (
+            transaction_key
+            if isinstance(transaction_key, int)
+            else int.from_bytes(transaction_key, "big")
+        )
         return cls(
-            pin=pin_key(transaction_key),
-            mac_request=mac_request_key(transaction_key),
-            mac_response=mac_response_key(transaction_key),
+            pin=(key ^ _PIN_VARIANT_INT).to_bytes(16, "big"),
+            mac_request=(key ^ _MAC_REQUEST_VARIANT_INT).to_bytes(16, "big"),
+            mac_response=(key ^ _MAC_RESPONSE_VARIANT_INT).to_bytes(16, "big"),
         )
 
 
@@ -158,12 +166,25 @@ class DukptDeriver:
     def __repr__(self) -> str:
         return f"DukptDeriver(cached_prefixes={len(self._cache)})"
 
-    def transaction_key(self, ksn: Ksn | str) -> bytes:
-        parsed = parse_ksn(ksn) if isinstance(ksn, str) else ksn
-        check_tdes_counter(parsed.counter)
-        raw = parsed.to_bytes()
+    @property
+    def cached_prefixes(self) -> int:
+        return len(self._cache)
+
+    def transaction_key(self, ksn: Ksn | str | bytes) -> bytes:
+        return self._transaction_key_int(ksn).to_bytes(16, "big")
+
+    def _transaction_key_int(self, ksn: Ksn | str | bytes) -> int:
+        """Transaction key of a KSN (text, parsed, or its 10 bytes). Raises
+        :class:`KsnError` for a counter no originator may use."""
+        if isinstance(ksn, str):
+            raw = tdes_ksn_bytes(ksn)
+        elif isinstance(ksn, Ksn):
+            raw = ksn.to_bytes()
+        else:
+            raw = ksn
+        counter = int.from_bytes(raw[7:], "big") & TDES_COUNTER_MASK
+        check_tdes_counter(counter)
         device = _register_base(raw)
-        counter = parsed.counter
         cache = self._cache
         # Strip low bits until a cached prefix (or the IPEK, prefix 0) is found.
         prefix = counter
@@ -186,10 +207,10 @@ class DukptDeriver:
             prefix |= bit
             key = _generate_key(key, device | prefix)
             self._remember((device, prefix), key)
-        return key.to_bytes(16, "big")
+        return key
 
-    def keys(self, ksn: Ksn | str) -> DukptKeys:
-        return DukptKeys.from_transaction_key(self.transaction_key(ksn))
+    def keys(self, ksn: Ksn | str | bytes) -> DukptKeys:
+        return DukptKeys.from_transaction_key(self._transaction_key_int(ksn))
 
     def _remember(self, slot: tuple[int, int], key: int) -> None:
         cache = self._cache

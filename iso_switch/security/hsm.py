@@ -26,7 +26,7 @@ from iso_switch.security import tr31
 from iso_switch.security.dukpt import PREFIX_CACHE_ENTRIES, DukptDeriver, DukptKeys
 from iso_switch.security.errors import KeyStoreError, KsnError, PinBlockError
 from iso_switch.security.keystore import KeyInfo, KeyStore, MasterKey
-from iso_switch.security.ksn import Ksn, parse_ksn
+from iso_switch.security.ksn import Ksn, parse_ksn, tdes_ksn_bytes
 from iso_switch.security.mac import (
     RETAIL_MAC_BYTES,
     cmac_aes,
@@ -286,8 +286,8 @@ class SoftwareHsm(Hsm):
         if keys is not None:
             cache.move_to_end(ksn)
             return keys
-        parsed = parse_ksn(ksn)
-        keys = self._deriver(parsed.key_set_id).keys(parsed)
+        raw = tdes_ksn_bytes(ksn)
+        keys = self._deriver(raw[:5].hex().upper()).keys(raw)
         cache[ksn] = keys
         if len(cache) > self._ksn_cache_entries:
             cache.popitem(last=False)

@@ -227,7 +227,15 @@ class KeyStore:
     .from_bdks`). Not thread-safe for writes; reads are.
     """
 
-    def __init__(self, directory: str | os.PathLike[str] | None, master_key: MasterKey) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None,
+        master_key: MasterKey,
+        *,
+        create: bool = False,
+    ) -> None:
+        """Open the store in ``directory`` (``create``: a missing directory
+        is a new, empty store, made on the first write)."""
         self._directory = None if directory is None else Path(directory)
         self._master = master_key
         self._entries: dict[str, _Entry] = {}
@@ -236,7 +244,7 @@ class KeyStore:
                 "key store %s is wrapped under the DEMO master key: demo keys only, "
                 "never use it with real cards", self._directory or "(memory)",
             )
-        if self._directory is not None:
+        if self._directory is not None and not (create and not self._directory.exists()):
             self._load()
 
     def __repr__(self) -> str:

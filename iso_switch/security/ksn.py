@@ -14,6 +14,7 @@ the network and errors must not echo input.
 from __future__ import annotations
 
 import binascii
+import re
 from dataclasses import dataclass
 
 from iso_switch.security.errors import KsnError
@@ -28,7 +29,8 @@ AES_KSN_HEX_CHARS = 24
 AES_COUNTER_BITS = 32
 # ANSI X9.24-3-2017 section 6.1: at most 16 one-bits in the 32-bit counter.
 AES_COUNTER_ONE_BITS_MAX = 16
-_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_TDES_KSN_PATTERN = re.compile(f"[0-9A-Fa-f]{{{TDES_KSN_HEX_CHARS}}}")
+_AES_KSN_PATTERN = re.compile(f"[0-9A-Fa-f]{{{AES_KSN_HEX_CHARS}}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +65,6 @@ class Ksn:
         return self.to_bytes().hex().upper()
 
 
-def _is_hex(text: str) -> bool:
-    return all(ch in _HEX_DIGITS for ch in text)
-
-
 def parse_ksn(ksn_hex: str) -> Ksn:
     """Parse a TDES KSN of exactly 20 hex characters (either case).
 
@@ -75,14 +73,20 @@ def parse_ksn(ksn_hex: str) -> Ksn:
     :data:`TDES_COUNTER_ONE_BITS_MAX` one-bits. Whether the key set is known
     is the :class:`~iso_switch.security.hsm.Hsm`'s question, not this one's.
     """
-    if not isinstance(ksn_hex, str) or len(ksn_hex) != TDES_KSN_HEX_CHARS or not _is_hex(ksn_hex):
-        raise KsnError(f"KSN must be {TDES_KSN_HEX_CHARS} hex characters")
-    raw = binascii.unhexlify(ksn_hex)
+    raw = tdes_ksn_bytes(ksn_hex)
     tail = int.from_bytes(raw[5:], "big")
     counter = tail & TDES_COUNTER_MASK
     check_tdes_counter(counter)
     device = (tail & ~TDES_COUNTER_MASK) >> 16
     return Ksn(key_set_id=raw[:5].hex().upper(), device_id=f"{device:06X}", counter=counter)
+
+
+def tdes_ksn_bytes(ksn_hex: str) -> bytes:
+    """The 10 bytes of a well-formed TDES KSN (:class:`KsnError` if not
+    exactly 20 hex characters). Counter rules are checked separately."""
+    if not isinstance(ksn_hex, str) or _TDES_KSN_PATTERN.fullmatch(ksn_hex) is None:
+        raise KsnError(f"KSN must be {TDES_KSN_HEX_CHARS} hex characters")
+    return binascii.unhexlify(ksn_hex)
 
 
 def check_tdes_counter(counter: int) -> None:
@@ -122,7 +126,7 @@ class AesKsn:
 
 def parse_aes_ksn(ksn_hex: str) -> AesKsn:
     """Parse an AES DUKPT KSN of exactly 24 hex characters."""
-    if not isinstance(ksn_hex, str) or len(ksn_hex) != AES_KSN_HEX_CHARS or not _is_hex(ksn_hex):
+    if not isinstance(ksn_hex, str) or _AES_KSN_PATTERN.fullmatch(ksn_hex) is None:
         raise KsnError(f"AES KSN must be {AES_KSN_HEX_CHARS} hex characters")
     counter = int(ksn_hex[16:], 16)
     check_aes_counter(counter)

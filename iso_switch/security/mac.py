@@ -13,17 +13,12 @@ from __future__ import annotations
 
 import hmac
 
-from iso_switch.security._ciphers import (
-    aes_cmac,
-    tdes_cbc_encrypt,
-    tdes_ecb_encrypt,
-)
+from iso_switch.security._ciphers import aes_cmac, des_cbc_mac_chain, tdes_ecb_encrypt_uncached
 from iso_switch.security.errors import MacError
 
 RETAIL_MAC_BYTES = 8
 AES_CMAC_BYTES = 16
 PADDING_METHODS = (1, 2)
-_ZERO_BLOCK = bytes(8)
 
 
 def pad_iso9797(data: bytes, method: int, block_bytes: int = 8) -> bytes:
@@ -43,15 +38,22 @@ def retail_mac(key: bytes, data: bytes, padding: int = 1) -> bytes:
     """ISO 9797-1 MAC algorithm 3 with a 16-byte key, full 8 bytes."""
     if len(key) != 16:
         raise MacError("retail MAC needs a 16-byte (double-length) key")
-    padded = pad_iso9797(data, padding)
-    k1 = key[:8]
+    tail = len(data) % 8
+    if padding == 1 and data and not tail:
+        padded = data  # already whole blocks: no copy
+    elif padding == 1 and data:
+        padded = data + bytes(8 - tail)
+    else:
+        padded = pad_iso9797(data, padding)
     if len(padded) > 8:
-        chain = tdes_cbc_encrypt(k1, _ZERO_BLOCK, padded[:-8])[-8:]
+        # memoryview: no copy of the message for the slice.
+        chain = des_cbc_mac_chain(key[:8], memoryview(padded)[:-8])
         last = int.from_bytes(chain, "big") ^ int.from_bytes(padded[-8:], "big")
         block = last.to_bytes(8, "big")
     else:
         block = padded
-    return tdes_ecb_encrypt(key, block)
+    # Keys here are mostly one-off DUKPT keys: no context cache entry.
+    return tdes_ecb_encrypt_uncached(key, block)
 
 
 def verify_retail_mac(key: bytes, data: bytes, mac: bytes, padding: int = 1) -> bool:

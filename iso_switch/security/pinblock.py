@@ -18,7 +18,7 @@ import secrets
 from iso_switch.security._ciphers import (
     aes_ecb_decrypt,
     aes_ecb_encrypt,
-    tdes_ecb_decrypt,
+    tdes_ecb_decrypt_uncached,
     tdes_ecb_encrypt,
 )
 from iso_switch.security.errors import PinBlockError
@@ -200,7 +200,7 @@ def decrypt_pin_block(key: bytes, block: bytes, pan: str | None, fmt: int) -> st
     decode (most often the wrong key or the wrong PAN)."""
     if fmt == FORMAT_4:
         return decrypt_iso4(key, block, _need_pan(pan))
-    return decode_pin_block(tdes_ecb_decrypt(key, _eight(block)), pan, fmt)
+    return decode_pin_block(tdes_ecb_decrypt_uncached(key, _eight(block)), pan, fmt)
 
 
 def translate_pin_block(

@@ -27,12 +27,16 @@ VALIDATION_DATA_HEX_CHARS = 16
 PIN_TRIES_MAX = 3
 
 
+_DROP_LETTERS = str.maketrans("", "", "ABCDEF")
+_DROP_DIGITS = str.maketrans("ABCDEF", "012345", "0123456789")
+
+
 def _decimalize_pvv(cipher_hex: str) -> str:
     """Visa's rule: decimal digits left to right, then A-F as 0-5."""
-    digits = [ch for ch in cipher_hex if ch.isdigit()]
+    digits = cipher_hex.translate(_DROP_LETTERS)
     if len(digits) < PVV_DIGITS:
-        digits += [str(int(ch, 16) - 10) for ch in cipher_hex if not ch.isdigit()]
-    return "".join(digits[:PVV_DIGITS])
+        digits += cipher_hex.translate(_DROP_DIGITS)
+    return digits[:PVV_DIGITS]
 
 
 def visa_pvv(pvk: bytes, pan: str, pvki: int, pin: str) -> str:
