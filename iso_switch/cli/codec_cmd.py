@@ -1,0 +1,270 @@
+"""``iso-switch decode`` and ``iso-switch encode``: look inside messages.
+
+What a person sees is masked by construction: every value goes through
+``masked_fields`` before it is printed, whatever the output format. PANs show
+first 6 + last 4, track data only its masked PAN, and PIN blocks, MACs and
+ICC values are never shown. Errors come from ``CodecError``, whose message
+names a field and an offset and never carries field content.
+"""
+
+from __future__ import annotations
+
+import argparse
+import binascii
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any, BinaryIO
+
+from iso_switch.codec import Codec, CodecError, SpecError, load_spec
+from iso_switch.codec.masking import MASK_CHAR, mask_pan, mask_pans_in_text, mask_track2
+
+DEFAULT_SPEC = "ascii87-hex"
+# Input larger than this is refused before parsing (a message is at most
+# 64 KiB; a file of many hex messages a few MiB).
+MAX_INPUT_BYTES = 16 * 1024 * 1024
+_DIALECTS_HELP = (
+    "Dialects shipped in specs/: ascii87-hex (all ASCII, hex bitmaps, PIN and MAC; "
+    "listener 8583), ascii87-bin (ASCII fields, binary bitmaps, PIN, MAC and ICC data; "
+    "listener 8584), bcd87 (packed-BCD POS dialect). --spec also takes a path to a "
+    "pyiso8583-style JSON spec."
+)
+# Fields whose content is never displayed, only its length.
+HIDDEN_FIELDS: frozenset[str] = frozenset({"36", "52", "64", "96", "128"})
+PAN_FIELD = "2"
+TRACK2_FIELD = "35"
+TRACK1_FIELD = "45"
+ICC_FIELD = "55"
+_TRACK1_SEPARATOR = "^"
+# Fields printed as they are: fixed formats that cannot hold a PAN and that
+# ``mask_pans_in_text`` would garble (runs of digits across subfields).
+_STRUCTURED_FIELDS: frozenset[str] = frozenset({"t", "p", "1", "54", "90", "95"})
+
+
+class InputError(ValueError):
+    """The input file is not what the options say (bad hex, not JSON, ...)."""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    decode = subparsers.add_parser(
+        "decode",
+        help="decode ISO 8583 messages and print them masked",
+        description="Decode one ISO 8583 message (or several, one hex message per line "
+        "with --hex) and print the MTI, bitmaps and every field with its description. "
+        "PANs are masked to first 6 + last 4; track data, PIN blocks, MACs and ICC "
+        "(DE55) values are never shown. DE55 is printed as a BER-TLV tree, DE54 as its "
+        "balances and DE90 as its parts. " + _DIALECTS_HELP,
+    )
+    _spec_argument(decode)
+    decode.add_argument(
+        "--hex", action="store_true",
+        help="the input is hex text (whitespace ignored; several messages: one per line, "
+        "lines starting with # are comments) instead of raw bytes",
+    )
+    decode.add_argument("--json", action="store_true",
+                        help="print each message as a JSON object of masked field values, "
+                        "one per line")
+    decode.add_argument("file", nargs="?", default="-",
+                        help="file to read, or - for standard input (default)")
+    decode.set_defaults(func=_decode)
+
+    encode = subparsers.add_parser(
+        "encode",
+        help="encode a JSON object of fields into an ISO 8583 message",
+        description="Read a JSON object mapping field keys (\"t\" for the MTI, \"2\", "
+        "\"3\", ...; bitmaps are computed) to string values, encode it and write the "
+        "raw message to standard output (or hex with --hex). Binary fields are given "
+        "as hex. " + _DIALECTS_HELP,
+    )
+    _spec_argument(encode)
+    encode.add_argument("--hex", action="store_true",
+                        help="write the message as one line of hex instead of raw bytes")
+    encode.add_argument("file", nargs="?", default="-",
+                        help="JSON file to read, or - for standard input (default)")
+    encode.set_defaults(func=_encode)
+
+
+def _spec_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--spec", default=DEFAULT_SPEC, metavar="NAME|PATH",
+        help=f"dialect name or JSON spec file (default {DEFAULT_SPEC})",
+    )
+
+
+# ---------------------------------------------------------------- masking
+
+
+def masked_fields(fields: Mapping[str, str]) -> dict[str, Any]:
+    """The decoded fields as they may be shown to a person.
+
+    DE55 becomes a list of TLV items (see ``masked_icc``); every other value a
+    masked string.
+    """
+    result: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key == ICC_FIELD:
+            result[key] = masked_icc(value)
+        else:
+            result[key] = mask_value(key, value)
+    return result
+
+
+def mask_value(key: str, value: str) -> str:
+    """One field's value, masked by what the field is."""
+    if key == PAN_FIELD:
+        return mask_pan(value)
+    if key == TRACK2_FIELD:
+        return mask_track2(value)
+    if key == TRACK1_FIELD:
+        return mask_track1(value)
+    if key in HIDDEN_FIELDS:
+        return f"<{len(value)} chars hidden>"
+    if key in _STRUCTURED_FIELDS:
+        return value
+    return mask_pans_in_text(value)
+
+
+def mask_track1(track1: str) -> str:
+    """Track 1 (``B`` PAN ``^`` name ``^`` expiry ...) reduced to its masked
+    PAN: the name and discretionary data are cardholder data too."""
+    start = 1 if track1[:1].isalpha() else 0
+    end = track1.find(_TRACK1_SEPARATOR)
+    if end < 0:
+        return MASK_CHAR * len(track1)
+    return track1[:start] + mask_pan(track1[start:end]) + MASK_CHAR * (len(track1) - end)
+
+
+def masked_icc(value: str) -> Any:
+    """DE55 without its values (refined once the TLV parser is in)."""
+    return f"<{len(value)} chars hidden>"
+
+
+# ---------------------------------------------------------------- decode
+
+
+def _decode(args: argparse.Namespace) -> int:
+    try:
+        spec = load_spec(args.spec)
+        codec = Codec(spec)
+        descs = {key: str(props.get("desc", "")) for key, props in spec.items()}
+        data = _read_input(args.file)
+        messages = _split_hex(data) if args.hex else [data]
+    except (OSError, SpecError, InputError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    failures = 0
+    for index, raw in enumerate(messages):
+        where = f"message {index + 1}: " if len(messages) > 1 else ""
+        try:
+            fields = codec.decode(raw)
+        except CodecError as exc:
+            print(f"error: {where}{exc}", file=sys.stderr)
+            failures += 1
+            continue
+        if args.json:
+            print(json.dumps(masked_fields(fields)))
+        else:
+            if index:
+                print()
+            print("\n".join(format_message(fields, descs)))
+    return 1 if failures else 0
+
+
+def format_message(fields: Mapping[str, str], descs: Mapping[str, str]) -> list[str]:
+    """Lines of the human-readable, masked view of one decoded message."""
+    shown = masked_fields(fields)
+    lines: list[str] = []
+    if fields.get("h"):
+        lines.append(f"Header        {shown['h']}")
+    lines.append(f"MTI           {shown.get('t', '')}")
+    lines.append(f"Bitmap        {shown.get('p', '')}")
+    if "1" in fields:
+        lines.append(f"Bitmap 2      {shown['1']}")
+    numbered = sorted((int(k), k) for k in fields if k.isdigit() and k != "1")
+    width = max((len(descs.get(k, "")) for _, k in numbered), default=0)
+    for number, key in numbered:
+        label = f"DE{number:>3}  {descs.get(key, ''):<{width}}"
+        value = shown[key]
+        if isinstance(value, str):
+            lines.append(f"{label}  {value}")
+        else:
+            lines.append(label.rstrip())
+            lines.extend(_icc_lines(value))
+    return lines
+
+
+def _icc_lines(items: Any, indent: int = 7) -> list[str]:
+    return [" " * indent + str(items)]
+
+
+def _read_input(path: str) -> bytes:
+    stream: BinaryIO
+    if path == "-":
+        data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+    else:
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise InputError(f"input larger than {MAX_INPUT_BYTES} bytes")
+    return data
+
+
+def _split_hex(data: bytes) -> list[bytes]:
+    """Hex text to messages: one per non-empty, non-comment line; whitespace
+    inside a line is ignored. Errors name the line, never its content."""
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise InputError("hex input holds non-ASCII bytes") from None
+    messages: list[bytes] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = "".join(line.split())
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            messages.append(binascii.unhexlify(stripped))
+        except (binascii.Error, ValueError):
+            raise InputError(f"line {number} is not valid hex (odd length or a non-hex "
+                             "character)") from None
+    if not messages:
+        raise InputError("no message in the input")
+    return messages
+
+
+# ---------------------------------------------------------------- encode
+
+
+def _encode(args: argparse.Namespace) -> int:
+    try:
+        codec = Codec(load_spec(args.spec))
+        fields = _read_fields(_read_input(args.file))
+        raw = codec.encode(fields)
+    except CodecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, SpecError, InputError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.hex:
+        sys.stdout.write(raw.hex().upper() + "\n")
+        sys.stdout.flush()
+    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(raw)
+        sys.stdout.buffer.flush()
+    return 0
+
+
+def _read_fields(data: bytes) -> dict[str, str]:
+    try:
+        document = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # The position only: the text could hold a PAN.
+        line = getattr(exc, "lineno", "?")
+        raise InputError(f"input is not valid JSON (line {line})") from None
+    if not isinstance(document, dict):
+        raise InputError("input must be a JSON object of field key -> string value")
+    for key, value in document.items():
+        if not isinstance(value, str):
+            raise InputError(f"field {key}: value must be a string")
+    return document
