@@ -143,3 +143,18 @@ def test_replay_state_fits_a_signed_64_bit_column() -> None:
     highest, bitmap = state.to_tuple()
     assert -(1 << 63) <= bitmap < (1 << 63)
     assert ReplayState.from_tuple((highest, bitmap)) == state
+
+
+def test_terminal_side_skips_counters_with_too_many_bits_and_matches_the_host() -> None:
+    terminal = dukpt.TerminalDukpt.from_bdk(BDK, "FFFF9876543210E00000", counter=0x3FE)
+    seen = []
+    for _ in range(5):
+        ksn, keys = terminal.next_transaction()
+        counter = parse_ksn(ksn).counter
+        assert counter.bit_count() <= 10
+        assert keys.pin == dukpt.pin_key(dukpt.derive_transaction_key(BDK, ksn))
+        seen.append(counter)
+    assert seen == sorted(seen) and 0x3FF in seen
+    exhausted = dukpt.TerminalDukpt.from_bdk(BDK, "FFFF9876543210E00000", counter=0x1FF800)
+    with pytest.raises(KsnError):
+        exhausted.next_transaction()

@@ -24,6 +24,7 @@ from iso_switch.security._ciphers import des_ecb_encrypt_uncached, tdes_ecb_encr
 from iso_switch.security.ksn import (
     TDES_COUNTER_BITS,
     TDES_COUNTER_MASK,
+    TDES_COUNTER_ONE_BITS_MAX,
     Ksn,
     check_tdes_counter,
     tdes_ksn_bytes,
@@ -217,3 +218,37 @@ class DukptDeriver:
         cache[slot] = key
         if len(cache) > self._cache_entries:
             cache.popitem(last=False)
+
+
+class TerminalDukpt:
+    """The originator side, for terminal simulators: holds an IPEK and its
+    initial KSN and hands out each transaction's KSN and working keys,
+    skipping counters with more than ten one-bits as X9.24-1 requires.
+
+    (A real terminal keeps future keys instead of its IPEK; a simulator may
+    simply re-derive.) Raises :class:`KsnError` once the key space is used up.
+    """
+
+    def __init__(self, ipek: bytes, initial_ksn: str, counter: int = 0) -> None:
+        self._ipek = ipek
+        raw = bytes.fromhex(initial_ksn)
+        self._base = int.from_bytes(raw, "big") & ~TDES_COUNTER_MASK
+        self._counter = counter
+
+    @classmethod
+    def from_bdk(cls, bdk: bytes, initial_ksn: str, counter: int = 0) -> TerminalDukpt:
+        return cls(derive_ipek(bdk, initial_ksn), initial_ksn, counter)
+
+    def __repr__(self) -> str:
+        return f"TerminalDukpt(counter={self._counter})"
+
+    def next_transaction(self) -> tuple[str, DukptKeys]:
+        """The next usable KSN (20 hex characters) and its working keys."""
+        counter = self._counter + 1
+        while counter.bit_count() > TDES_COUNTER_ONE_BITS_MAX:
+            counter += counter & -counter  # jump past the invalid run (X9.24-1 A.2)
+        check_tdes_counter(counter)
+        self._counter = counter
+        ksn = (self._base | counter).to_bytes(10, "big")
+        key = derive_transaction_key_from_ipek(self._ipek, ksn)
+        return ksn.hex().upper(), DukptKeys.from_transaction_key(key)
