@@ -206,7 +206,7 @@ def _cards_create(args: argparse.Namespace) -> int:
         if account is None:
             print("error: no such account")
             return 1
-        card_id = add_card(store, hsm, ProcessorConfig(), pan=pan, pin=pin,  # type: ignore[arg-type]
+        card_id = add_card(store, hsm, ProcessorConfig(), pan=pan, pin=pin,
                            expiry=args.expiry, state=args.state, account_id=account.id,
                            now=_now())
     print(f"card {card_id} created")

@@ -12,6 +12,10 @@ import argparse
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from iso_switch.security.hsm import SoftwareHsm
 
 DATA_DIR_ENV = "ISO_SWITCH_DATA_DIR"
 DEFAULT_DATA_DIR = "./var"
@@ -88,7 +92,7 @@ def _add_keys_arguments(parser: argparse.ArgumentParser) -> None:
                         help="allow the built-in DEMO master key (demo keys only)")
 
 
-def open_hsm(args: argparse.Namespace) -> object:
+def open_hsm(args: argparse.Namespace) -> SoftwareHsm:
     """The software HSM over the key store named by the arguments."""
     from iso_switch.security.hsm import SoftwareHsm
     from iso_switch.security.keystore import KeyStore, resolve_master_key
@@ -121,7 +125,7 @@ def _init(args: argparse.Namespace) -> int:
     from iso_switch.processor import ProcessorConfig, seed_demo
 
     store = _store(args)
-    seeded = seed_demo(store, open_hsm(args), ProcessorConfig(), datetime.now(UTC))  # type: ignore[arg-type]
+    seeded = seed_demo(store, open_hsm(args), ProcessorConfig(), datetime.now(UTC))
     print("demo data seeded" if seeded else "already seeded; nothing changed")
     return 0
 
@@ -141,10 +145,11 @@ def _review_list(args: argparse.Namespace) -> int:
 class _NoPins:
     """Review decisions never verify a PIN."""
 
-    def verify_pin(self, *args: object) -> bool:
+    def verify_pin(self, ksn: str, encrypted_pin_block: bytes, pan: str,
+                   verification: object) -> NoReturn:
         raise RuntimeError("not available here")
 
-    def make_pin_verification_data(self, *args: object) -> object:
+    def make_pin_verification_data(self, pan: str, pin: str, method: str = "pvv") -> NoReturn:
         raise RuntimeError("not available here")
 
 

@@ -61,6 +61,7 @@ from iso_switch.processor.model import (
 )
 from iso_switch.routing import ON_US_ISSUER, BinTable
 from iso_switch.security.errors import SecurityError
+from iso_switch.security.hsm import PinVerificationData
 from iso_switch.security.ksn import parse_ksn
 from iso_switch.security.replay import ReplayState, check_replay
 
@@ -701,9 +702,7 @@ class Processor:
         return f"review {review_id} {wanted}"
 
 
-def _pvd(card: CardRow) -> object:
-    from iso_switch.security.hsm import PinVerificationData
-
+def _pvd(card: CardRow) -> PinVerificationData:
     return PinVerificationData(card.pvd_method, card.pvd_pvki, card.pvd_value, card.pvd_key_name)
 
 

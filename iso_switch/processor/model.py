@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
 from iso_switch.issuer import DEMO_PAN_HASH_KEY, RiskRules
+from iso_switch.security.hsm import PinVerificationData
 
 
 def utc_now() -> datetime:
@@ -50,10 +51,12 @@ class PinHsm(Protocol):
     """The two :class:`~iso_switch.security.hsm.Hsm` operations the issuer uses."""
 
     def verify_pin(
-        self, ksn: str, encrypted_pin_block: bytes, pan: str, verification: object
+        self, ksn: str, encrypted_pin_block: bytes, pan: str, verification: PinVerificationData
     ) -> bool: ...
 
-    def make_pin_verification_data(self, pan: str, pin: str, method: str = ...) -> object: ...
+    def make_pin_verification_data(
+        self, pan: str, pin: str, method: str = ...
+    ) -> PinVerificationData: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,8 +61,7 @@ def add_card(
     card = CardRow(
         id=0, pan_hash=pan_hash(config.pan_hash_key, pan), pan_masked=mask_pan(pan),
         last4=pan[-4:], expiry=expiry, state=state, account_id=account_id,
-        pvd_method=pvd.method, pvd_pvki=pvd.pvki, pvd_value=pvd.value,  # type: ignore[attr-defined]
-        pvd_key_name=pvd.key_name,  # type: ignore[attr-defined]
+        pvd_method=pvd.method, pvd_pvki=pvd.pvki, pvd_value=pvd.value, pvd_key_name=pvd.key_name,
         pin_tries=0, pin_blocked=False, limit_txn_minor=config.limit_txn_minor,
         limit_day_minor=config.limit_day_minor, limit_day_count=config.limit_day_count,
     )
