@@ -300,6 +300,7 @@ class Processor:
             return self._respond(request, p, stored, mac_ok, "stored")
         work = _Work(p, request, self._business_day(request.received_at), pan_masked=pan_masked)
         replay: tuple[str, ReplayState] | None = None
+        remembered = p.cls in ORIGINAL_CLASSES and store.remembered_reversal(p.key) is not None
         if p.ksn is not None:
             try:
                 ksn = parse_ksn(p.ksn)
@@ -311,11 +312,10 @@ class Processor:
             )
             if accepted:
                 replay = (ksn.device_key, state)
-            remembered = p.cls in ORIGINAL_CLASSES and store.remembered_reversal(p.key)
             if not accepted and not remembered:
                 return self._plain(request, "63", "replay", pan_masked)
         try:
-            if p.cls in ORIGINAL_CLASSES and store.remembered_reversal(p.key) is not None:
+            if remembered:
                 work.rc, work.state = "05", "reversed-before-arrival"
             else:
                 self._business(work, terminal)
