@@ -162,7 +162,7 @@ class LedgerMachine(RuleBasedStateMachine):
         fields, rc = self.sent[pick % len(self.sent)]
         again = dict(fields)
         if repeat_mti:
-            again["t"] = fields["t"][:3] + ("1" if fields["t"][3] == "0" else "1")
+            again["t"] = fields["t"][:3] + "1"  # 0200 -> 0201, 0420 -> 0421
         self.send(again, rc)
         self.sent.pop()
 
@@ -280,7 +280,8 @@ class LedgerMachine(RuleBasedStateMachine):
             account = store.account_by_number(number)
             assert account is not None and account.ledger_balance_minor == expected, number
         rich = store.account_by_number(ACCOUNT_RICH)
-        assert rich is not None and rich.available_balance_minor == self.ledger[ACCOUNT_RICH] - self.held
+        assert rich is not None
+        assert rich.available_balance_minor == self.ledger[ACCOUNT_RICH] - self.held
 
 
 LedgerMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=30,
