@@ -84,3 +84,15 @@ def test_review_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert run(["review", "decline", "99", *d]) == 1
     env.processor.reload()
     assert env.balance("6222020000000023") == (305_000, 305_000)
+
+
+def test_ledger_init_seeds_through_the_demo_key_store(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    keys = Path(__file__).resolve().parent.parent / "keys"
+    d = ["--data-dir", str(tmp_path), "--keys-dir", str(keys), "--demo"]
+    assert run(["ledger", "init", *d]) == 0
+    assert run(["ledger", "init", *d]) == 0
+    assert "already seeded" in capsys.readouterr().out
+    store = open_store(tmp_path)
+    assert len(store.list_cards()) == 5
+    assert store.list_cards()[0].pvd_method == "pvv"

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from iso_switch.processor import ProcessorConfig, Request, open_store
 from tests.helpers_ledger import (
@@ -95,3 +97,36 @@ def test_sans_io_packages_never_import_trio() -> None:
         "assert 'trio' not in sys.modules, 'trio imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+FIELD_NAMES = ["2", "3", "4", "7", "11", "12", "13", "14", "22", "32", "35", "41", "42", "49",
+               "52", "62", "64", "90", "95", "102", "103"]
+
+
+@pytest.fixture(scope="module")
+def fuzz_env(tmp_path_factory: pytest.TempPathFactory) -> Env:
+    return make_env(tmp_path_factory.mktemp("fuzz"))
+
+
+@given(
+    mti=st.sampled_from(["0100", "0101", "0200", "0201", "0220", "0221", "0400", "0401",
+                         "0420", "0421", "0800", "0300", "x"]),
+    overrides=st.dictionaries(st.sampled_from(FIELD_NAMES),
+                              st.text(alphabet="0123456789ABCDEF=D x", max_size=45)),
+    drop=st.sets(st.sampled_from(FIELD_NAMES)),
+    mac=st.sampled_from(["valid", "invalid", "absent"]),
+)
+def test_any_decoded_request_gets_an_answer_never_96(fuzz_env: Env, mti: str,
+                                                     overrides: dict[str, str],
+                                                     drop: set[str], mac: str) -> None:
+    env = fuzz_env
+    fields = financial(env, mti=mti if mti[:2] in ("01", "02") else "0200")
+    fields["t"] = mti
+    fields["90"] = "0200" + fields["11"] + fields["7"] + "0" * 22
+    fields.update(overrides)
+    for name in drop:
+        fields.pop(name, None)
+    out = env.processor.process(Request(fields, mac, env.clock.now))  # type: ignore[arg-type]
+    assert out.response["39"] != "96"
+    assert "t" in out.response
+    assert env.store.check_invariants() == []
