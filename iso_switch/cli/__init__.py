@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 # Add a module here to add its subcommands. Order is the order in --help.
 COMMAND_MODULES: tuple[str, ...] = (
+    "iso_switch.cli.serve_cmd",
     "iso_switch.cli.codec_cmd",
     "iso_switch.cli.keys_cmd",
     "iso_switch.cli.config_cmd",

@@ -1,0 +1,502 @@
+"""The trio switch: listeners, connection tasks, the ledger writer, shutdown.
+
+The only package that imports trio. Everything it calls is sans-I/O:
+``Framer`` cuts frames, ``Codec`` decodes, the ``Hsm`` checks MACs, the
+``Processor`` decides in group-committed batches. This module only moves
+bytes and values between them and bounds everything:
+
+- connections: ``limits.max_connections`` (over it: accepted, logged, closed);
+- requests in flight per connection: ``limits.max_in_flight_per_connection``
+  (at the bound the connection is not read until answers go out);
+- outgoing frames per connection: a bounded channel; a client that never
+  reads fills it, which stops its own reading, never anyone else's;
+- the writer queue: a bounded channel; batches of at most ``limits.max_batch``;
+- time: idle timeout, per-frame read timeout (from the first byte of a
+  frame to its last), decision deadline (answered 91, nothing posted).
+"""
+
+from __future__ import annotations
+
+import enum
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+import trio
+
+from iso_switch.codec import Codec, CodecError, load_spec
+from iso_switch.config import Config, ListenerConfig
+from iso_switch.logs import transaction_line
+from iso_switch.processor import CommitFailed, Outcome, Processor, Request
+from iso_switch.processor.fields import echo, response_mti
+from iso_switch.protocol import (
+    RECEIVE_CHUNK_BYTES,
+    Framer,
+    KeepAlive,
+    RemoteProtocolError,
+    Session,
+    swap_tpdu,
+)
+from iso_switch.security.hsm import Hsm
+
+log = structlog.get_logger("iso_switch.server")
+
+# Outgoing frames queued per connection before request tasks wait.
+SEND_QUEUE_FRAMES = 64
+# Requests queued for the ledger writer before connections wait.
+WRITER_QUEUE_REQUESTS = 8192
+MAC_FIELDS = ("64", "128")
+MacStatus = Literal["valid", "invalid", "absent"]
+
+
+class _State(enum.Enum):
+    QUEUED = 1
+    TAKEN = 2
+    CANCELLED = 3
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One request on its way through the writer."""
+
+    request: Request
+    state: _State = _State.QUEUED
+    outcome: Outcome | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class _Dialect:
+    """What a listener needs to read and write its messages."""
+
+    codec: Codec
+    mac_wire_bytes: dict[str, int]
+    mac_binary: dict[str, bool]
+    mti_binary: bool
+
+
+def _dialect(name: str) -> _Dialect:
+    codec = Codec(load_spec(name))
+    sizes: dict[str, int] = {}
+    binary: dict[str, bool] = {}
+    for key in MAC_FIELDS:
+        fs = codec.fields.get(key)
+        if fs is None or fs.len_type != 0:
+            continue
+        sizes[key] = fs.max_len
+        binary[key] = fs.binary
+    return _Dialect(codec, sizes, binary, codec.fields["t"].binary)
+
+
+def _mac_field(fields: Mapping[str, str]) -> str:
+    """DE128 when the secondary bitmap is present, else DE64 (interface §4)."""
+    return "128" if "1" in fields else "64"
+
+
+def _readable_mti(raw: bytes, mti_binary: bool) -> str | None:
+    """The MTI of an undecodable message, if its first bytes are one."""
+    if mti_binary:
+        text = raw[:2].hex()
+    else:
+        try:
+            text = raw[:4].decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    if len(text) == 4 and text.isdigit() and text[0] == "0" and int(text[2]) % 2 == 0:
+        return text
+    return None
+
+
+class Switch:
+    """One switch process: ``await Switch(...).run()``.
+
+    ``run`` reports the bound listeners through ``task_status`` as a list of
+    ``(name, host, port)`` (tests bind port 0 and read the real port there)
+    and returns after a graceful shutdown (SIGINT/SIGTERM, or ``shutdown()``).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        processor: Processor,
+        hsm: Hsm,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        handle_signals: bool = True,
+    ) -> None:
+        self.config = config
+        self.processor = processor
+        self.hsm = hsm
+        self.clock = clock
+        self.handle_signals = handle_signals
+        self.dialects = {lc.name: _dialect(lc.dialect) for lc in config.listeners}
+        self.connections = 0
+        self.bound: list[tuple[str, str, int]] = []
+        self._send_writer, self._receive_writer = trio.open_memory_channel[_Pending](
+            WRITER_QUEUE_REQUESTS
+        )
+        self._stop = trio.Event()
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Begin a graceful shutdown (what SIGINT/SIGTERM do)."""
+        self._stop.set()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        limits = self.config.limits
+        timeouts = self.config.timeouts
+        async with trio.open_nursery() as root:
+            root.start_soon(self._writer)
+            if self.handle_signals:
+                root.start_soon(self._watch_signals)
+            async with trio.open_nursery() as connections:
+                async with trio.open_nursery() as accepting:
+                    for lc in self.config.listeners:
+                        listeners = await trio.open_tcp_listeners(lc.port, host=lc.host)
+                        for listener in listeners:
+                            sockname = listener.socket.getsockname()
+                            self.bound.append((lc.name, sockname[0], sockname[1]))
+                            log.info("listening", listener=lc.name, host=sockname[0],
+                                     port=sockname[1], dialect=lc.dialect, framing=lc.framing,
+                                     tpdu=lc.tpdu, max_connections=limits.max_connections)
+                            accepting.start_soon(self._accept, listener, lc, connections)
+                    task_status.started(list(self.bound))
+                    await self._stop.wait()
+                    log.info("shutting down", grace_s=timeouts.shutdown_grace_s)
+                    accepting.cancel_scope.cancel()
+                # Connections finish what is in flight, then close; past the
+                # grace period they are cut.
+                connections.cancel_scope.deadline = trio.current_time() + timeouts.shutdown_grace_s
+            self._send_writer.close()  # the writer drains, commits and stops
+        log.info("stopped")
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("signal received", signal=signal.Signals(signum).name)
+                self.shutdown()
+                return
+
+    async def _accept(
+        self, listener: trio.SocketListener, lc: ListenerConfig, nursery: trio.Nursery
+    ) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:  # e.g. EMFILE: back off instead of dying
+                log.warning("accept failed", listener=lc.name, error=type(exc).__name__)
+                await trio.sleep(0.1)
+                continue
+            if self.connections >= self.config.limits.max_connections:
+                log.warning("connection refused: at the connection cap", listener=lc.name,
+                            max_connections=self.config.limits.max_connections)
+                await stream.aclose()
+                continue
+            self.connections += 1
+            nursery.start_soon(self._connection, stream, lc)
+
+    # -- one connection -----------------------------------------------------
+
+    async def _connection(self, stream: trio.SocketStream, lc: ListenerConfig) -> None:
+        limits = self.config.limits
+        peer = _peer(stream)
+        framer = Framer(lc.framing, tpdu=lc.tpdu, max_frame_bytes=limits.max_frame_bytes)
+        session = Session(max_in_flight=limits.max_in_flight_per_connection)
+        in_flight = trio.Semaphore(limits.max_in_flight_per_connection)
+        send_out, send_in = trio.open_memory_channel[bytes](SEND_QUEUE_FRAMES)
+        dialect = self.dialects[lc.name]
+        log.debug("connection opened", listener=lc.name, peer=peer)
+        reason = "closed by peer"
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sender, stream, send_in)
+                async with send_out:
+                    reason = await self._read_loop(
+                        stream, framer, session, in_flight, send_out, dialect, lc, peer, nursery
+                    )
+                    # Finish what is in flight before the sender is told to stop.
+                    for _ in range(limits.max_in_flight_per_connection):
+                        await in_flight.acquire()
+        except trio.BrokenResourceError:
+            reason = "peer reset"
+        finally:
+            self.connections -= 1
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            log.info("connection closed", listener=lc.name, peer=peer, reason=reason,
+                     requests=session.requests_total)
+
+    async def _read_loop(
+        self,
+        stream: trio.SocketStream,
+        framer: Framer,
+        session: Session,
+        in_flight: trio.Semaphore,
+        send_out: trio.MemorySendChannel[bytes],
+        dialect: _Dialect,
+        lc: ListenerConfig,
+        peer: str,
+        nursery: trio.Nursery,
+    ) -> str:
+        """Read frames and start a task per request. Returns why it stopped."""
+        timeouts = self.config.timeouts
+        deadline_s = timeouts.idle_timeout_s
+        while not self._stop.is_set():
+            # An idle connection gets the idle timeout; once a frame has
+            # started, its last byte must arrive within the frame timeout.
+            deadline_s = (
+                timeouts.frame_read_timeout_s if framer.has_partial_frame
+                else timeouts.idle_timeout_s
+            )
+            with trio.move_on_after(deadline_s) as scope:
+                stop_wait = self._stop
+                data = await _receive_or_stop(stream, stop_wait)
+            if scope.cancelled_caught:
+                log.info("connection timed out", listener=lc.name, peer=peer,
+                         partial_frame=framer.has_partial_frame, timeout_s=deadline_s)
+                return "frame read timeout" if framer.has_partial_frame else "idle timeout"
+            if data is None:
+                return "shutdown"
+            if not data:
+                return "closed by peer"
+            framer.feed(data)
+            try:
+                for event in framer.events():
+                    if isinstance(event, KeepAlive):
+                        continue
+                    await in_flight.acquire()
+                    session.begin_request()
+                    nursery.start_soon(self._handle, event.message, event.tpdu, session,
+                                       in_flight, send_out, dialect, lc, peer)
+            except RemoteProtocolError as exc:
+                log.warning("protocol error: closing connection", listener=lc.name, peer=peer,
+                            error=str(exc))
+                return "protocol error"
+            except _CloseConnection:
+                return "undecodable message"
+        return "shutdown"
+
+    async def _sender(
+        self, stream: trio.SocketStream, send_in: trio.MemoryReceiveChannel[bytes]
+    ) -> None:
+        async with send_in:
+            async for frame in send_in:
+                await stream.send_all(frame)
+
+    # -- one request --------------------------------------------------------
+
+    async def _handle(
+        self,
+        message: bytes,
+        tpdu: bytes | None,
+        session: Session,
+        in_flight: trio.Semaphore,
+        send_out: trio.MemorySendChannel[bytes],
+        dialect: _Dialect,
+        lc: ListenerConfig,
+        peer: str,
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            response = await self._respond(message, session, dialect, lc, peer, started)
+            if response is None:
+                return
+            framer_tpdu = swap_tpdu(tpdu) if tpdu is not None else None
+            frame = Framer(lc.framing, tpdu=lc.tpdu,
+                           max_frame_bytes=max(len(response) + 16,
+                                               self.config.limits.max_frame_bytes)).frame(
+                response, framer_tpdu)
+            try:
+                await send_out.send(frame)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                log.info("response dropped: connection gone", listener=lc.name, peer=peer)
+        finally:
+            session.end_request()
+            in_flight.release()
+
+    async def _respond(
+        self, message: bytes, session: Session, dialect: _Dialect, lc: ListenerConfig,
+        peer: str, started: float,
+    ) -> bytes | None:
+        codec = dialect.codec
+        try:
+            fields = codec.decode(message)
+        except CodecError as exc:
+            mti = _readable_mti(message, dialect.mti_binary)
+            log.warning("undecodable message", listener=lc.name, peer=peer, error=str(exc),
+                        mti=mti)
+            if mti is None:
+                raise _CloseConnection from None
+            return codec.encode({"t": response_mti(mti), "39": "30"})
+        mti = fields["t"]
+        if mti.startswith("08"):
+            answer = session.network_management(fields)
+            transaction_line(log, mti=mti, stan=fields.get("11"), terminal=fields.get("41"),
+                             processing_code=None, amount_minor=None, pan_masked=None,
+                             rc=answer.get("39", ""), latency_ms=_ms(started),
+                             listener=lc.name, network_code=fields.get("70"))
+            return codec.encode(answer)
+        mac_status = self._verify_mac(message, fields, dialect)
+        request = Request(fields=fields, mac_status=mac_status, received_at=self.clock(),
+                          listener=lc.name)
+        outcome = await self._decide(request)
+        response = self._encode_response(outcome, fields, dialect)
+        transaction_line(log, latency_ms=_ms(started), listener=lc.name,
+                         **_log_fields(outcome.log))
+        return response
+
+    def _verify_mac(
+        self, message: bytes, fields: Mapping[str, str], dialect: _Dialect
+    ) -> MacStatus:
+        key = _mac_field(fields)
+        value = fields.get(key)
+        if value is None:
+            return "absent"
+        size = dialect.mac_wire_bytes.get(key)
+        ksn = fields.get("62", "")
+        if size is None or len(message) < size:
+            return "invalid"
+        try:
+            mac = bytes.fromhex(value)
+        except ValueError:
+            return "invalid"
+        return "valid" if self.hsm.verify_request_mac(ksn, message[:-size], mac) else "invalid"
+
+    async def _decide(self, request: Request) -> Outcome:
+        pending = _Pending(request)
+        deadline = self.config.timeouts.decision_deadline_s
+        with trio.move_on_after(deadline):
+            await self._send_writer.send(pending)
+            await pending.done.wait()
+        if pending.outcome is not None:
+            return pending.outcome
+        if pending.state is _State.TAKEN:
+            # Its batch is committing: the decision will be real, wait for it.
+            await pending.done.wait()
+            assert pending.outcome is not None
+            return pending.outcome
+        pending.state = _State.CANCELLED
+        return _plain(request, "91", "deadline")
+
+    def _encode_response(self, outcome: Outcome, request: Mapping[str, str],
+                         dialect: _Dialect) -> bytes:
+        response = outcome.response
+        codec = dialect.codec
+        if not outcome.mac_response:
+            return codec.encode(response)
+        key = _mac_field(response) if "1" in response else (
+            "128" if any(k.isdigit() and 64 < int(k) <= 128 for k in response) else "64"
+        )
+        size = dialect.mac_wire_bytes[key]
+        placeholder = "0" * (16 if dialect.mac_binary[key] else size)
+        raw = codec.encode({**response, key: placeholder})
+        mac = self.hsm.generate_response_mac(request.get("62", ""), raw[:-size])
+        tail = mac if dialect.mac_binary[key] else mac.hex().upper().encode("ascii")
+        return raw[:-size] + tail
+
+    # -- the ledger writer --------------------------------------------------
+
+    async def _writer(self) -> None:
+        """Group commit: take what is queued (up to max_batch), decide it in
+        one transaction in a worker thread, answer, repeat."""
+        max_batch = self.config.limits.max_batch
+        async with self._receive_writer:
+            while True:
+                try:
+                    first = await self._receive_writer.receive()
+                except trio.EndOfChannel:
+                    break
+                batch = [first]
+                while len(batch) < max_batch:
+                    try:
+                        batch.append(self._receive_writer.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                live = [p for p in batch if p.state is _State.QUEUED]
+                for pending in live:
+                    pending.state = _State.TAKEN
+                if not live:
+                    continue
+                outcomes = await self._run_batch([p.request for p in live])
+                for pending, outcome in zip(live, outcomes, strict=True):
+                    pending.outcome = outcome
+                    pending.done.set()
+        self.processor.store.close()
+
+    async def _run_batch(self, requests: list[Request]) -> list[Outcome]:
+        try:
+            return await trio.to_thread.run_sync(self.processor.process_batch, requests,
+                                                 abandon_on_cancel=False)
+        except CommitFailed:
+            log.error("batch commit failed: answering 96, nothing posted", size=len(requests))
+            return [_plain(r, "96", "commit failed") for r in requests]
+
+
+class _CloseConnection(Exception):
+    """An undecodable message without a readable MTI: close the connection."""
+
+
+async def _receive_or_stop(stream: trio.SocketStream, stop: trio.Event) -> bytes | None:
+    """Receive a chunk, or None once shutdown begins (so readers stop reading
+    new requests while in-flight ones finish)."""
+    result: list[bytes | None] = [None]
+    async with trio.open_nursery() as nursery:
+
+        async def receive() -> None:
+            result[0] = await stream.receive_some(RECEIVE_CHUNK_BYTES)
+            nursery.cancel_scope.cancel()
+
+        async def watch() -> None:
+            await stop.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(receive)
+        nursery.start_soon(watch)
+    return result[0]
+
+
+def _plain(request: Request, rc: str, decision: str) -> Outcome:
+    fields = request.fields
+    response = {"t": response_mti(fields.get("t", "")), **echo(fields), "39": rc}
+    amount = fields.get("4", "")
+    return Outcome(response, False, {
+        "mti": fields.get("t", ""), "stan": fields.get("11"), "terminal": fields.get("41"),
+        "processing_code": fields.get("3"),
+        "amount_minor": int(amount) if amount.isdigit() else None,
+        "pan_masked": None, "rc": rc, "decision": decision,
+    })
+
+
+def _log_fields(entry: Mapping[str, object]) -> dict[str, Any]:
+    fields = dict(entry)
+    fields.setdefault("mti", "")
+    fields.setdefault("rc", "")
+    for name in ("stan", "terminal", "processing_code", "amount_minor", "pan_masked"):
+        fields.setdefault(name, None)
+    return fields
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+        return f"{host}:{port}"
+    except OSError:
+        return "?"
+
+
+def checkout_keys_dir() -> Path:
+    """The demo key store shipped in the checkout's ``keys/``."""
+    return Path(__file__).resolve().parents[2] / "keys"
+
+
+__all__ = ["Switch", "checkout_keys_dir"]
