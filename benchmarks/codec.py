@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import iso8583
 
@@ -52,6 +54,18 @@ def messages(dialect: str) -> dict[str, dict[str, str]]:
     }
 
 
+def _ops(codec: Codec, spec: dict[str, Any], raw: bytes, doc: dict[str, str]) -> list[
+    Callable[[], object]
+]:
+    return [
+        lambda: codec.decode(raw),
+        lambda: iso8583.decode(raw, spec),
+        lambda: codec.encode(doc),
+        # pyiso8583 mutates its input, so it gets a copy (as callers must).
+        lambda: iso8583.encode(dict(doc), spec),
+    ]
+
+
 def run(rounds: int) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for dialect in DIALECTS:
@@ -65,14 +79,7 @@ def run(rounds: int) -> list[dict[str, object]]:
                 assert codec.decode(raw) == iso8583.decode(bytearray(raw), spec)[0]
                 assert codec.encode(doc) == raw
             ours_dec, ref_dec, ours_enc, ref_enc = best_ops_per_s(
-                [
-                    lambda c=codec, r=raw: c.decode(r),
-                    lambda r=raw, s=spec: iso8583.decode(r, s),
-                    lambda c=codec, d=doc: c.encode(d),
-                    # pyiso8583 mutates its input, so it gets a copy (as callers must).
-                    lambda d=doc, s=spec: iso8583.encode(dict(d), s),
-                ],
-                rounds,
+                _ops(codec, spec, raw, doc), rounds
             )
             for op, ours, ref in (("decode", ours_dec, ref_dec), ("encode", ours_enc, ref_enc)):
                 rows.append({
