@@ -13,11 +13,13 @@ import argparse
 import binascii
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
 from iso_switch.codec import Codec, CodecError, SpecError, load_spec
 from iso_switch.codec.masking import MASK_CHAR, mask_pan, mask_pans_in_text, mask_track2
+from iso_switch.codec.subfields import SubfieldError, parse_de54, parse_de90, parse_de95
+from iso_switch.codec.tlv import Tlv, TlvError, display_value, parse_de55, tag_name
 
 DEFAULT_SPEC = "ascii87-hex"
 # Input larger than this is refused before parsing (a message is at most
@@ -36,9 +38,16 @@ TRACK2_FIELD = "35"
 TRACK1_FIELD = "45"
 ICC_FIELD = "55"
 _TRACK1_SEPARATOR = "^"
-# Fields printed as they are: fixed formats that cannot hold a PAN and that
-# ``mask_pans_in_text`` would garble (runs of digits across subfields).
-_STRUCTURED_FIELDS: frozenset[str] = frozenset({"t", "p", "1", "54", "90", "95"})
+# Fields printed as they are: the MTI and bitmaps (checked by the codec).
+_PLAIN_FIELDS: frozenset[str] = frozenset({"t", "p", "1"})
+# Fields printed as they are when they parse (digits in fixed positions, which
+# ``mask_pans_in_text`` would garble); masked as free text when they do not.
+_SUBFIELD_PARSERS: dict[str, Callable[[str], object]] = {
+    "54": parse_de54, "90": parse_de90, "95": parse_de95,
+}
+_INDENT = 7
+_TAG_WIDTH = 8
+_TAG_NAME_WIDTH = 36
 
 
 class InputError(ValueError):
@@ -119,7 +128,14 @@ def mask_value(key: str, value: str) -> str:
         return mask_track1(value)
     if key in HIDDEN_FIELDS:
         return f"<{len(value)} chars hidden>"
-    if key in _STRUCTURED_FIELDS:
+    if key in _PLAIN_FIELDS:
+        return value
+    parser = _SUBFIELD_PARSERS.get(key)
+    if parser is not None:
+        try:
+            parser(value)
+        except SubfieldError:
+            return mask_pans_in_text(value)
         return value
     return mask_pans_in_text(value)
 
@@ -131,12 +147,29 @@ def mask_track1(track1: str) -> str:
     end = track1.find(_TRACK1_SEPARATOR)
     if end < 0:
         return MASK_CHAR * len(track1)
-    return track1[:start] + mask_pan(track1[start:end]) + MASK_CHAR * (len(track1) - end)
+    return (track1[:start] + mask_pan(track1[start:end]) + _TRACK1_SEPARATOR
+            + MASK_CHAR * (len(track1) - end - 1))
 
 
-def masked_icc(value: str) -> Any:
-    """DE55 without its values (refined once the TLV parser is in)."""
-    return f"<{len(value)} chars hidden>"
+def masked_icc(value: str) -> list[dict[str, Any]] | str:
+    """DE55 as a list of items (tag, name, length, masked value, children),
+    or a note saying why it could not be parsed; never a clear value that
+    ``tlv.display_value`` does not allow."""
+    try:
+        items = parse_de55(value)
+    except TlvError as exc:
+        return f"<{len(value)} chars hidden: not BER-TLV, {exc}>"
+    return [_icc_item(item) for item in items]
+
+
+def _icc_item(item: Tlv) -> dict[str, Any]:
+    shown: dict[str, Any] = {"tag": item.tag, "name": tag_name(item.tag),
+                             "length": len(item.value)}
+    if item.children is None:
+        shown["value"] = display_value(item)
+    else:
+        shown["children"] = [_icc_item(child) for child in item.children]
+    return shown
 
 
 # ---------------------------------------------------------------- decode
@@ -187,14 +220,46 @@ def format_message(fields: Mapping[str, str], descs: Mapping[str, str]) -> list[
         value = shown[key]
         if isinstance(value, str):
             lines.append(f"{label}  {value}")
+            lines.extend(_subfield_lines(key, value))
         else:
             lines.append(label.rstrip())
-            lines.extend(_icc_lines(value))
+            lines.extend(_icc_lines(value, 0))
     return lines
 
 
-def _icc_lines(items: Any, indent: int = 7) -> list[str]:
-    return [" " * indent + str(items)]
+def _icc_lines(items: list[dict[str, Any]], depth: int) -> list[str]:
+    lines: list[str] = []
+    for item in items:
+        tag = " " * (2 * depth) + item["tag"]
+        head = f"{' ' * _INDENT}{tag:<{_TAG_WIDTH}}  {item['name']:<{_TAG_NAME_WIDTH}}"
+        if "children" in item:
+            lines.append(f"{head}{item['length']:>4}")
+            lines.extend(_icc_lines(item["children"], depth + 1))
+        else:
+            lines.append(f"{head}{item['length']:>4}  {item['value']}")
+    return lines
+
+
+def _subfield_lines(key: str, value: str) -> list[str]:
+    """DE54, DE90 and DE95 in parts, under the raw value (nothing when the
+    value does not parse: the raw line, masked as free text, says enough)."""
+    pad = " " * _INDENT
+    try:
+        if key == "54":
+            return [
+                f"{pad}account {b.account_type}  {b.amount_type_name:<9}  currency {b.currency}"
+                f"  amount_minor {b.amount_minor:+d}"
+                for b in parse_de54(value)
+            ]
+        if key == "90":
+            o = parse_de90(value)
+            return [f"{pad}original MTI {o.mti}  STAN {o.stan}  DE7 {o.transmitted}",
+                    f"{pad}acquirer {o.acquirer_id}  forwarding {o.forwarding_id}"]
+        if key == "95":
+            return [f"{pad}actual amount_minor {parse_de95(value).actual_amount_minor}"]
+    except SubfieldError as exc:
+        return [f"{pad}(not a valid DE{key}: {exc.reason})"]
+    return []
 
 
 def _read_input(path: str) -> bytes:
