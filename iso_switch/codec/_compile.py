@@ -131,6 +131,17 @@ class _Source:
         self.off = 0
 
 
+def _layout_specs(
+    fields: Mapping[str, FieldSpec], numbers: Sequence[int]
+) -> list[FieldSpec] | None:
+    """The specs of a layout's fields, or None when one is not in the spec
+    (the generic path then reports it)."""
+    specs = [fields.get(str(n)) for n in numbers]
+    if any(fs is None for fs in specs):
+        return None
+    return [fs for fs in specs if fs is not None]
+
+
 def _advance_table(fs: FieldSpec, text_keys: bool) -> dict[Any, int]:
     """Canonical prefix -> prefix width + length: the offset after the field."""
     base = length_table_decode(fs, text_keys)
@@ -154,10 +165,9 @@ def compile_decoder(
     """
     header = fields["h"]
     mti = fields["t"]
-    specs = [fields.get(str(n)) for n in numbers]
-    if any(fs is None for fs in specs):
+    field_specs = _layout_specs(fields, numbers)
+    if field_specs is None:
         return None
-    field_specs: list[FieldSpec] = [fs for fs in specs if fs is not None]
     parts = [mti, fields["p"], *field_specs]
     if header.max_len > 0:
         if header.len_type:
@@ -370,10 +380,9 @@ def compile_encoder(
     ``numbers`` (ascending)."""
     header = fields["h"]
     mti = fields["t"]
-    specs = [fields.get(str(n)) for n in numbers]
-    if any(fs is None for fs in specs):
+    field_specs = _layout_specs(fields, numbers)
+    if field_specs is None:
         return None
-    field_specs: list[FieldSpec] = [fs for fs in specs if fs is not None]
     ns: dict[str, Any] = {"Bail": Bail, "a2b": binascii.a2b_hex}
     lines: list[str] = []
     checks: list[str] = []
