@@ -223,8 +223,17 @@ class Switch:
                     # Finish what is in flight before the sender is told to stop.
                     for _ in range(limits.max_in_flight_per_connection):
                         await in_flight.acquire()
-        except trio.BrokenResourceError:
+        # Nursery errors arrive as exception groups: a plain ``except`` would
+        # miss them and one bad connection would take the whole switch down.
+        except* (trio.BrokenResourceError, trio.ClosedResourceError):
             reason = "peer reset"
+        except* _CloseConnection:
+            reason = "undecodable message"
+        except* Exception as group:
+            # A bug met by one connection closes that connection, not the switch.
+            log.error("connection failed", listener=lc.name, peer=peer,
+                      error=[type(e).__name__ for e in group.exceptions])
+            reason = "internal error"
         finally:
             self.connections -= 1
             with trio.CancelScope(shield=True):
@@ -247,14 +256,22 @@ class Switch:
         """Read frames and start a task per request. Returns why it stopped."""
         timeouts = self.config.timeouts
         deadline_s = timeouts.idle_timeout_s
+        frame_deadline: float | None = None
         while not self._stop.is_set():
             # An idle connection gets the idle timeout; once a frame has
-            # started, its last byte must arrive within the frame timeout.
-            deadline_s = (
-                timeouts.frame_read_timeout_s if framer.has_partial_frame
-                else timeouts.idle_timeout_s
-            )
-            with trio.move_on_after(deadline_s) as scope:
+            # started, its last byte must arrive within the frame timeout
+            # counted from its first byte (not from the latest chunk, or a
+            # client dribbling a byte at a time would never be cut off).
+            if framer.has_partial_frame:
+                deadline_s = timeouts.frame_read_timeout_s
+                if frame_deadline is None:
+                    frame_deadline = trio.current_time() + deadline_s
+                deadline = frame_deadline
+            else:
+                deadline_s = timeouts.idle_timeout_s
+                frame_deadline = None
+                deadline = trio.current_time() + deadline_s
+            with trio.move_on_at(deadline) as scope:
                 stop_wait = self._stop
                 data = await _receive_or_stop(stream, stop_wait)
             if scope.cancelled_caught:
@@ -268,6 +285,7 @@ class Switch:
             framer.feed(data)
             try:
                 for event in framer.events():
+                    frame_deadline = None  # a frame ended: the next one starts its own clock
                     if isinstance(event, KeepAlive):
                         continue
                     await in_flight.acquire()
@@ -333,7 +351,9 @@ class Switch:
                         mti=mti)
             if mti is None:
                 raise _CloseConnection from None
-            return codec.encode({"t": response_mti(mti), "39": "30"})
+            # Answered like any other format error: 30, with DE37 on 01xx/02xx/04xx
+            # responses (interface §3 "Responses"); the processor stores nothing.
+            fields = {"t": mti}
         mti = fields["t"]
         if mti.startswith("08"):
             answer = session.network_management(fields)
