@@ -181,7 +181,8 @@ class Terminal:
             ksn, keys = self.dukpt.next_transaction()
             out["62"] = ksn
             if pin is not None:
-                out["52"] = pin_block_hex(keys, pin, out["2"])
+                pan = out["2"] if "2" in out else out["35"].split("=")[0]
+                out["52"] = pin_block_hex(keys, pin, pan)
         if not mac:
             return Sealed(codec.encode(out), out, keys, False)
         name = mac_field_of(out)
