@@ -18,6 +18,7 @@ bytes and values between them and bounds everything:
 from __future__ import annotations
 
 import enum
+import itertools
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -481,9 +482,24 @@ async def _receive_or_stop(stream: trio.SocketStream, stop: trio.Event) -> bytes
     return result[0]
 
 
+_server_rrns = itertools.count(1)
+
+
+def _server_rrn() -> str:
+    """A DE37 for answers the switch gives without the ledger (91, 96):
+    seconds of the day (5) + '9' + a per-process counter (6), 12 digits."""
+    return f"{int(time.time()) % 86_400:05d}9{next(_server_rrns) % 1_000_000:06d}"
+
+
 def _plain(request: Request, rc: str, decision: str) -> Outcome:
+    """An answer that stores nothing (91, 96): echo, DE37 on 01xx/02xx/04xx
+    responses as interface section 3 asks, DE39, no MAC."""
     fields = request.fields
-    response = {"t": response_mti(fields.get("t", "")), **echo(fields), "39": rc}
+    mti = fields.get("t", "")
+    response = {"t": response_mti(mti), **echo(fields)}
+    if mti[:2] in ("01", "02", "04"):
+        response["37"] = _server_rrn()
+    response["39"] = rc
     amount = fields.get("4", "")
     return Outcome(response, False, {
         "mti": fields.get("t", ""), "stan": fields.get("11"), "terminal": fields.get("41"),

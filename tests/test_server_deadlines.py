@@ -1,0 +1,78 @@
+"""Time and failure at the writer: the decision deadline (91, nothing posted)
+and a batch whose commit fails (96 for all of it, nothing posted)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.server_helpers import Terminal, connect, start_switch
+
+
+async def test_deadline_answers_91_and_posts_nothing(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = await start_switch(nursery, tmp_path, timeouts__decision_deadline_s=0.5)
+    processor = running.switch.processor
+    original = processor.process_batch
+    slow = {"first": True}
+
+    def slow_first_batch(requests):  # type: ignore[no-untyped-def]
+        if slow["first"]:
+            slow["first"] = False
+            time.sleep(1.5)  # a stalled disk, in the writer's thread
+        return original(requests)
+
+    monkeypatch.setattr(processor, "process_batch", slow_first_batch)
+    terminal = Terminal()
+    taken = terminal.financial()
+    queued = terminal.financial()
+    answers: dict[str, str] = {}
+    async with connect(running) as first, connect(running) as second:
+
+        async def call(client, fields, name):  # type: ignore[no-untyped-def]
+            answers[name] = (await client.call(terminal.seal(client.codec, fields)))["39"]
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(call, first, taken, "taken")
+            await trio.sleep(0.2)  # the first batch is now in the writer's thread
+            inner.start_soon(call, second, queued, "queued")
+        # Taken into a batch: its real decision, even past the deadline.
+        assert answers == {"taken": "00", "queued": "91"}
+        # The 91 stored nothing: the same request now is decided afresh.
+        again = await second.call(terminal.seal(second.codec, queued))
+        assert again["39"] == "00"
+        retransmitted = await second.call(terminal.seal(second.codec, queued))
+        assert retransmitted["37"] == again["37"]
+    running.switch.shutdown()
+
+
+async def test_failed_commit_answers_96_and_posts_nothing(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = await start_switch(nursery, tmp_path)
+    store = running.switch.processor.store
+    original = store.commit
+    fail = {"once": True}
+
+    def flaky_commit():  # type: ignore[no-untyped-def]
+        if fail["once"]:
+            fail["once"] = False
+            raise OSError("disk full")
+        original()
+
+    monkeypatch.setattr(store, "commit", flaky_commit)
+    terminal = Terminal()
+    request = terminal.financial()
+    async with connect(running) as client:
+        first = await client.call(terminal.seal(client.codec, request))
+        assert first["39"] == "96"
+        assert len(first["37"]) == 12  # DE37 on every 02xx response
+        # Nothing of that batch is durable: the same key is decided afresh.
+        second = await client.call(terminal.seal(client.codec, request))
+        assert second["39"] == "00"
+        assert second["37"] != first["37"]
+    running.switch.shutdown()
