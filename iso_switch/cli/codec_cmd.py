@@ -12,13 +12,20 @@ from __future__ import annotations
 import argparse
 import binascii
 import json
+import re
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
 from iso_switch.codec import Codec, CodecError, SpecError, load_spec
-from iso_switch.codec.masking import MASK_CHAR, mask_pan, mask_pans_in_text, mask_track2
-from iso_switch.codec.subfields import SubfieldError, parse_de54, parse_de90, parse_de95
+from iso_switch.codec.masking import MASK_CHAR, mask_pan, mask_track2
+from iso_switch.codec.subfields import (
+    AMOUNT_DIGITS,
+    SubfieldError,
+    parse_de54,
+    parse_de90,
+    parse_de95,
+)
 from iso_switch.codec.tlv import Tlv, TlvError, display_value, parse_de55, tag_name
 
 DEFAULT_SPEC = "ascii87-hex"
@@ -41,10 +48,12 @@ _TRACK1_SEPARATOR = "^"
 # Fields printed as they are: the MTI and bitmaps (checked by the codec).
 _PLAIN_FIELDS: frozenset[str] = frozenset({"t", "p", "1"})
 # Fields printed as they are when they parse (digits in fixed positions, which
-# ``mask_pans_in_text`` would garble); masked as free text when they do not.
+# PAN masking would garble); hidden when they do not.
 _SUBFIELD_PARSERS: dict[str, Callable[[str], object]] = {
     "54": parse_de54, "90": parse_de90, "95": parse_de95,
 }
+# Any run of this many digits or more could be a PAN, even inside a longer run.
+_PAN_LIKE = re.compile(r"[0-9]{13,}")
 _INDENT = 7
 _TAG_WIDTH = 8
 _TAG_NAME_WIDTH = 36
@@ -135,9 +144,24 @@ def mask_value(key: str, value: str) -> str:
         try:
             parser(value)
         except SubfieldError:
-            return mask_pans_in_text(value)
+            return f"<{len(value)} chars hidden: not a valid DE{key}>"
+        if key == "95":
+            # Only the actual amount is checked; the rest is free text.
+            return value[:AMOUNT_DIGITS] + mask_free_text(value[AMOUNT_DIGITS:])
         return value
-    return mask_pans_in_text(value)
+    return mask_free_text(value)
+
+
+def mask_free_text(text: str) -> str:
+    """Mask every run of 13 or more digits as a PAN (first 6 + last 4).
+
+    Stricter than ``mask_pans_in_text``, which leaves runs longer than 19
+    digits alone: a PAN followed by more digits is still a PAN. Runs of
+    zeros (zero-filled amounts and ids) are left as they are.
+    """
+    return _PAN_LIKE.sub(
+        lambda m: m.group(0) if not m.group(0).strip("0") else mask_pan(m.group(0)), text
+    )
 
 
 def mask_track1(track1: str) -> str:
