@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from iso_switch.codec._compile import (
+    DecodeFn,
     EncodeFn,
     compile_decoder,
     compile_encoder,
@@ -49,6 +50,7 @@ class Codec:
     __slots__ = (
         "_compile_after",
         "_dec_fast",
+        "_dec_fast2",
         "_dec_seen",
         "_enc_fast",
         "_enc_seen",
@@ -75,7 +77,9 @@ class Codec:
         self._generic = GenericCodec(self.fields)
         self._compile_after = compile_after
         self._max_layouts = max_layouts
-        self._dec_fast: dict[bytes, Any] = {}
+        # primary bitmap -> layout (no secondary); primary + secondary -> layout
+        self._dec_fast: dict[bytes, DecodeFn] = {}
+        self._dec_fast2: dict[bytes, DecodeFn] = {}
         self._dec_seen: dict[bytes, int] = {}
         self._enc_fast: dict[tuple[str, ...], EncodeFn] = {}
         self._enc_seen: dict[tuple[str, ...], int] = {}
@@ -98,23 +102,24 @@ class Codec:
     def _make_decode(self) -> Callable[[bytes | bytearray | memoryview], dict[str, str]]:
         """The per-message entry point as a closure with every offset and
         table bound as a constant: no attribute lookups per message."""
-        fast = self._dec_fast
+        primary_only = self._dec_fast
+        with_secondary = self._dec_fast2
         slow = self._decode_slow
         p_start, p_end, s_end = self._p_start, self._p_end, self._s_end
 
         def decode(raw: bytes | bytearray | memoryview) -> dict[str, str]:
             """Decode one message (no length header): field key -> str value."""
             s = raw if raw.__class__ is bytes else bytes(raw)
-            entry = fast.get(s[p_start:p_end])
-            if entry is not None:
-                try:
-                    if entry.__class__ is dict:
-                        entry = entry[s[p_end:s_end]]
-                    result: dict[str, str] = entry(s)
-                    return result
-                except Exception:  # noqa: S110 - the generic path decides
-                    pass
-            return slow(s)
+            entry = primary_only.get(s[p_start:p_end])
+            if entry is None:
+                entry = with_secondary.get(s[p_start:s_end])
+                if entry is None:
+                    return slow(s)
+            try:
+                result: dict[str, str] = entry(s)
+                return result
+            except Exception:  # a compiled layout never decides errors
+                return slow(s)
 
         return decode
 
@@ -128,7 +133,7 @@ class Codec:
         except Exception:
             # Belt and braces: nothing but CodecError may leave decode.
             raise CodecError("undecodable message", "t", 0) from None
-        if self._p_start >= 0 and len(self._dec_fast) < self._max_layouts:
+        if self._p_start >= 0 and self.compiled_layouts()[0] < self._max_layouts:
             self._learn_decode(s, out)
         return out
 
@@ -153,17 +158,17 @@ class Codec:
         fn = compile_decoder(self.fields, head_len, head_values, numbers)
         if fn is None:
             return
-        primary = key[: self._p_end - self._p_start]
+        # A primary bitmap either announces a secondary one or not, so a key
+        # lives in exactly one of the two tables.
         if has_secondary:
-            level2 = self._dec_fast.get(primary)
-            if level2.__class__ is not dict:
-                if level2 is not None:
-                    return  # primary bits say no secondary: cannot both hold
-                level2 = {}
-                self._dec_fast[primary] = level2
-            level2[key[len(primary) :]] = fn
+            self._dec_fast2[key] = fn
         else:
-            self._dec_fast[primary] = fn
+            self._dec_fast[key] = fn
+
+    def compiled_layouts(self) -> tuple[int, int]:
+        """(decode layouts, encode layouts) compiled so far: bounded by
+        ``max_layouts`` each."""
+        return len(self._dec_fast) + len(self._dec_fast2), len(self._enc_fast)
 
     # -- encode ---------------------------------------------------------
 
