@@ -190,3 +190,12 @@ def test_codec_imports_nothing_outside_stdlib() -> None:
         "print(bad); sys.exit(1 if bad else 0)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pans_masked_inside_longer_digit_runs() -> None:
+    from iso_switch.codec import mask_pans_in_text
+
+    text = f"x{PAN}00000000001234y and {PAN} and 000000001234"
+    masked = mask_pans_in_text(text)
+    assert PAN not in masked
+    assert "476173" in masked and "000000001234" in masked  # amounts (12 digits) stay

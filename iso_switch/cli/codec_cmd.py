@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import binascii
 import json
-import re
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
 from iso_switch.codec import Codec, CodecError, SpecError, load_spec
-from iso_switch.codec.masking import MASK_CHAR, mask_pan, mask_track2
+from iso_switch.codec.masking import MASK_CHAR, mask_pan, mask_pans_in_text, mask_track2
 from iso_switch.codec.subfields import (
     AMOUNT_DIGITS,
     SubfieldError,
@@ -53,7 +52,6 @@ _SUBFIELD_PARSERS: dict[str, Callable[[str], object]] = {
     "54": parse_de54, "90": parse_de90, "95": parse_de95,
 }
 # Any run of this many digits or more could be a PAN, even inside a longer run.
-_PAN_LIKE = re.compile(r"[0-9]{13,}")
 _INDENT = 7
 _TAG_WIDTH = 8
 _TAG_NAME_WIDTH = 36
@@ -153,15 +151,9 @@ def mask_value(key: str, value: str) -> str:
 
 
 def mask_free_text(text: str) -> str:
-    """Mask every run of 13 or more digits as a PAN (first 6 + last 4).
-
-    Stricter than ``mask_pans_in_text``, which leaves runs longer than 19
-    digits alone: a PAN followed by more digits is still a PAN. Runs of
-    zeros (zero-filled amounts and ids) are left as they are.
-    """
-    return _PAN_LIKE.sub(
-        lambda m: m.group(0) if not m.group(0).strip("0") else mask_pan(m.group(0)), text
-    )
+    """Mask every run of 13 or more digits as a PAN (first 6 + last 4); the
+    rule lives in :func:`iso_switch.codec.masking.mask_pans_in_text`."""
+    return mask_pans_in_text(text)
 
 
 def mask_track1(track1: str) -> str:

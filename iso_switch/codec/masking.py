@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 
 MASK_CHAR = "*"
-_PAN_IN_TEXT = re.compile(r"(?<![0-9])([0-9]{6})([0-9]{3,9})([0-9]{4})(?![0-9])")
+# 13 digits or more: a PAN may sit inside a longer run (track data without
+# its separator, concatenated fields), so longer runs are masked too.
+_PAN_IN_TEXT = re.compile(r"(?<![0-9])([0-9]{6})([0-9]{3,})([0-9]{4})(?![0-9])")
 _TRACK2_SEPARATORS = ("=", "D", "d")
 
 
@@ -39,5 +41,14 @@ def mask_track2(track2: str) -> str:
 
 
 def mask_pans_in_text(text: str) -> str:
-    """Mask every run of 13-19 digits in free text (log lines, error text)."""
-    return _PAN_IN_TEXT.sub(lambda m: m.group(1) + MASK_CHAR * len(m.group(2)) + m.group(3), text)
+    """Mask every run of 13 or more digits in free text (log lines, error
+    text): first 6 and last 4 of the run stay, as for a PAN. All-zero runs
+    (zero-filled amounts and ids) are left as they are."""
+    return _PAN_IN_TEXT.sub(_mask_run, text)
+
+
+def _mask_run(match: re.Match[str]) -> str:
+    run = match.group(0)
+    if not run.strip("0"):
+        return run  # zero-filled amounts and ids carry no card data
+    return match.group(1) + MASK_CHAR * len(match.group(2)) + match.group(3)
