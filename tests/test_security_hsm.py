@@ -188,3 +188,21 @@ def test_two_key_sets_pick_their_own_bdk() -> None:
         key = dukpt.derive_transaction_key(bdk, ksn)
         tag = mac.retail_mac(dukpt.mac_request_key(key), b"msg")
         assert hsm.verify_request_mac(ksn, b"msg", tag)
+
+
+def test_cipher_contexts_are_per_thread() -> None:
+    """MACs (trio thread) and PIN checks (writer thread) never share an
+    OpenSSL context: each thread has its own caches."""
+    import threading
+
+    from iso_switch.security import _ciphers
+
+    key = bytes(range(16))
+    here = _ciphers._tdes_ecb_encryptor(_ciphers.tdes_key24(key))
+    there: list[object] = []
+    worker = threading.Thread(
+        target=lambda: there.append(_ciphers._tdes_ecb_encryptor(_ciphers.tdes_key24(key))))
+    worker.start()
+    worker.join()
+    assert there and there[0] is not here
+    assert _ciphers._tdes_ecb_encryptor(_ciphers.tdes_key24(key)) is here

@@ -9,8 +9,10 @@ decrypt, AES encrypt and AES decrypt; an OpenSSL context with its key
 schedule is roughly 1 KiB, so at most about 16 MiB in all). CBC contexts
 carry chaining state and are made per call.
 
-Not safe to share between OS threads (a context is used without a lock);
-the switch runs its crypto on one trio thread.
+A context must not be used by two OS threads at once, and the switch does
+crypto on two (MACs on the trio thread, PIN verification in the ledger
+writer's thread), so every thread gets its own caches (``threading.local``):
+the bound above holds per thread.
 
 TDES keys are always expanded to three-key form (K1 K2 K1) before they
 reach ``cryptography``, which deprecates two-key TDES; a single-DES key K
@@ -20,6 +22,7 @@ becomes K K K, which *is* single DES.
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -47,24 +50,53 @@ def tdes_key24(key: bytes) -> bytes:
     raise ValueError("a TDES key has 8, 16 or 24 bytes")
 
 
-@functools.lru_cache(maxsize=ECB_CONTEXT_CACHE_SIZE)
+class _ContextCaches:
+    """One thread's ECB contexts, one bounded LRU per cipher and direction."""
+
+    def __init__(self) -> None:
+        size = ECB_CONTEXT_CACHE_SIZE
+        self.tdes_encryptor = functools.lru_cache(maxsize=size)(
+            lambda key24: Cipher(TripleDES(key24), _ECB).encryptor())
+        self.tdes_decryptor = functools.lru_cache(maxsize=size)(
+            lambda key24: Cipher(TripleDES(key24), _ECB).decryptor())
+        self.aes_encryptor = functools.lru_cache(maxsize=size)(
+            lambda key: Cipher(algorithms.AES(key), _ECB).encryptor())
+        self.aes_decryptor = functools.lru_cache(maxsize=size)(
+            lambda key: Cipher(algorithms.AES(key), _ECB).decryptor())
+
+    def all(self) -> dict[str, Any]:
+        return {
+            "tdes_encrypt": self.tdes_encryptor,
+            "tdes_decrypt": self.tdes_decryptor,
+            "aes_encrypt": self.aes_encryptor,
+            "aes_decrypt": self.aes_decryptor,
+        }
+
+
+_local = threading.local()
+
+
+def _caches() -> _ContextCaches:
+    caches: _ContextCaches | None = getattr(_local, "caches", None)
+    if caches is None:
+        caches = _local.caches = _ContextCaches()
+    return caches
+
+
 def _tdes_ecb_encryptor(key24: bytes) -> Any:
-    return Cipher(TripleDES(key24), _ECB).encryptor()
+    return _caches().tdes_encryptor(key24)
 
 
-@functools.lru_cache(maxsize=ECB_CONTEXT_CACHE_SIZE)
 def _tdes_ecb_decryptor(key24: bytes) -> Any:
-    return Cipher(TripleDES(key24), _ECB).decryptor()
+    return _caches().tdes_decryptor(key24)
 
 
-@functools.lru_cache(maxsize=ECB_CONTEXT_CACHE_SIZE)
 def _aes_ecb_encryptor(key: bytes) -> Any:
-    return Cipher(algorithms.AES(key), _ECB).encryptor()
+    return _caches().aes_encryptor(key)
 
 
-@functools.lru_cache(maxsize=ECB_CONTEXT_CACHE_SIZE)
 def _aes_ecb_decryptor(key: bytes) -> Any:
-    return Cipher(algorithms.AES(key), _ECB).decryptor()
+    return _caches().aes_decryptor(key)
 
 
 def tdes_ecb_encrypt(key: bytes, data: bytes) -> bytes:
@@ -156,18 +188,11 @@ def xor_bytes(left: bytes, right: bytes) -> bytes:
 
 
 def cache_info() -> dict[str, Any]:
-    """Occupancy of the context caches (for the benchmark's memory note)."""
-    return {
-        "tdes_encrypt": _tdes_ecb_encryptor.cache_info(),
-        "tdes_decrypt": _tdes_ecb_decryptor.cache_info(),
-        "aes_encrypt": _aes_ecb_encryptor.cache_info(),
-        "aes_decrypt": _aes_ecb_decryptor.cache_info(),
-    }
+    """Occupancy of this thread's context caches (for the benchmark's memory note)."""
+    return {name: cache.cache_info() for name, cache in _caches().all().items()}
 
 
 def clear_caches() -> None:
-    """Drop every cached context (and with it the cached keys)."""
-    _tdes_ecb_encryptor.cache_clear()
-    _tdes_ecb_decryptor.cache_clear()
-    _aes_ecb_encryptor.cache_clear()
-    _aes_ecb_decryptor.cache_clear()
+    """Drop this thread's cached contexts (and with them the cached keys)."""
+    for cache in _caches().all().values():
+        cache.cache_clear()
