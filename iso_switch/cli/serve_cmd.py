@@ -32,6 +32,14 @@ def register(subparsers: Any) -> None:
                         help="JSON lines (default) or pretty console output")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                         help="minimum level logged (default info)")
+    parser.add_argument("--trace", type=Path, metavar="FILE",
+                        help="record every frame received and sent to FILE (JSON Lines; "
+                        "PAN, track, PIN block, chip data sealed under the key store's trace "
+                        "key); same as [trace] enabled = true, path = FILE")
+    parser.add_argument("--trace-masked", action="store_true",
+                        help="record the trace masked instead of sealed (PAN first 6 + last 4, "
+                        "the rest starred; such a trace cannot be fully replayed); implies "
+                        "tracing")
     parser.set_defaults(func=serve)
 
 
@@ -47,6 +55,10 @@ def serve(args: argparse.Namespace) -> int:
             "data_dir": args.data_dir,
             "logging.format": args.log_format,
             "logging.level": args.log_level,
+            # [trace] a FILE given here is relative to the current directory
+            "trace.enabled": True if args.trace or args.trace_masked else None,
+            "trace.path": str(args.trace.resolve()) if args.trace else None,
+            "trace.masked": True if args.trace_masked else None,
         })
     except ConfigError as error:
         print(f"iso-switch serve: {error}", file=sys.stderr)

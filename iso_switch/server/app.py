@@ -44,6 +44,7 @@ from iso_switch.protocol import (
     swap_tpdu,
 )
 from iso_switch.security.hsm import Hsm
+from iso_switch.server.trace import TraceRecorder, open_trace
 
 log = structlog.get_logger("iso_switch.server")
 
@@ -129,6 +130,7 @@ class Switch:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         handle_signals: bool = True,
+        trace: TraceRecorder | None = None,
     ) -> None:
         self.config = config
         self.processor = processor
@@ -142,6 +144,9 @@ class Switch:
             WRITER_QUEUE_REQUESTS
         )
         self._stop = trio.Event()
+        # [trace] message trace (off by default): see iso_switch/server/trace.py.
+        self.trace = trace if trace is not None else open_trace(
+            config, getattr(hsm, "key_store", None))
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -154,6 +159,8 @@ class Switch:
         timeouts = self.config.timeouts
         async with trio.open_nursery() as root:
             root.start_soon(self._writer)
+            if self.trace is not None:  # [trace]
+                root.start_soon(self.trace.run)
             if self.handle_signals:
                 root.start_soon(self._watch_signals)
             async with trio.open_nursery() as connections:
@@ -175,6 +182,8 @@ class Switch:
                 # grace period they are cut.
                 connections.cancel_scope.deadline = trio.current_time() + timeouts.shutdown_grace_s
             self._send_writer.close()  # the writer drains, commits and stops
+            if self.trace is not None:  # [trace] write what is left, then stop
+                self.trace.close()
         log.info("stopped")
 
     async def _watch_signals(self) -> None:
@@ -212,6 +221,7 @@ class Switch:
         in_flight = trio.Semaphore(limits.max_in_flight_per_connection)
         send_out, send_in = trio.open_memory_channel[bytes](SEND_QUEUE_FRAMES)
         dialect = self.dialects[lc.name]
+        conn_id = self.trace.next_connection_id() if self.trace is not None else 0  # [trace]
         log.debug("connection opened", listener=lc.name, peer=peer)
         reason = "closed by peer"
         try:
@@ -219,7 +229,8 @@ class Switch:
                 nursery.start_soon(self._sender, stream, send_in)
                 async with send_out:
                     reason = await self._read_loop(
-                        stream, framer, session, in_flight, send_out, dialect, lc, peer, nursery
+                        stream, framer, session, in_flight, send_out, dialect, lc, peer, nursery,
+                        conn_id,
                     )
                     # Finish what is in flight before the sender is told to stop.
                     for _ in range(limits.max_in_flight_per_connection):
@@ -253,6 +264,7 @@ class Switch:
         lc: ListenerConfig,
         peer: str,
         nursery: trio.Nursery,
+        conn_id: int = 0,
     ) -> str:
         """Read frames and start a task per request. Returns why it stopped."""
         timeouts = self.config.timeouts
@@ -292,7 +304,7 @@ class Switch:
                     await in_flight.acquire()
                     session.begin_request()
                     nursery.start_soon(self._handle, event.message, event.tpdu, session,
-                                       in_flight, send_out, dialect, lc, peer)
+                                       in_flight, send_out, dialect, lc, peer, conn_id)
             except RemoteProtocolError as exc:
                 log.warning("protocol error: closing connection", listener=lc.name, peer=peer,
                             error=str(exc))
@@ -320,12 +332,17 @@ class Switch:
         dialect: _Dialect,
         lc: ListenerConfig,
         peer: str,
+        conn_id: int = 0,
     ) -> None:
         started = time.perf_counter()
+        trace = self.trace  # [trace] the message as received, its response as sent
+        seq = trace.record_in(conn_id, lc.name, lc.dialect, message) if trace is not None else 0
         try:
             response = await self._respond(message, session, dialect, lc, peer, started)
             if response is None:
                 return
+            if trace is not None:  # [trace]
+                trace.record_out(conn_id, seq, lc.name, lc.dialect, response)
             framer_tpdu = swap_tpdu(tpdu) if tpdu is not None else None
             frame = Framer(lc.framing, tpdu=lc.tpdu,
                            max_frame_bytes=max(len(response) + 16,
