@@ -41,6 +41,7 @@ from iso_switch.protocol import (
     KeepAlive,
     RemoteProtocolError,
     Session,
+    max_length_for,
     swap_tpdu,
 )
 from iso_switch.security.hsm import Hsm
@@ -138,6 +139,13 @@ class Switch:
         self.clock = clock
         self.handle_signals = handle_signals
         self.dialects = {lc.name: _dialect(lc.dialect) for lc in config.listeners}
+        # Outgoing framing is stateless: one framer per listener serves every
+        # response; its bound is what the header can express, since an answer
+        # is never refused for its size.
+        self._out_framers = {
+            lc.name: Framer(lc.framing, tpdu=lc.tpdu, max_frame_bytes=max_length_for(lc.framing))
+            for lc in config.listeners
+        }
         self.connections = 0
         self.bound: list[tuple[str, str, int]] = []
         self._send_writer, self._receive_writer = trio.open_memory_channel[_Pending](
@@ -344,10 +352,7 @@ class Switch:
             if trace is not None:  # [trace]
                 trace.record_out(conn_id, seq, lc.name, lc.dialect, response)
             framer_tpdu = swap_tpdu(tpdu) if tpdu is not None else None
-            frame = Framer(lc.framing, tpdu=lc.tpdu,
-                           max_frame_bytes=max(len(response) + 16,
-                                               self.config.limits.max_frame_bytes)).frame(
-                response, framer_tpdu)
+            frame = self._out_framers[lc.name].frame(response, framer_tpdu)
             try:
                 await send_out.send(frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
