@@ -1,0 +1,275 @@
+"""An async (trio) connection to the switch with pipelined request/response
+matching.
+
+Interface.md section 1: many messages may be in flight on one connection
+and each answer comes back as soon as it is ready, so answers can overtake
+each other. :class:`SwitchClient` therefore runs one reader task that cuts
+frames with our :class:`~iso_switch.protocol.Framer` and hands each answer
+to whoever waits for its *match key*: the response MTI class (``021`` for
+an 0200 or 0201), DE11 and DE41. Answers nobody waits for (after
+:meth:`SwitchClient.send`) queue for :meth:`SwitchClient.receive`, bounded.
+
+Use it as ``async with open_switch_client(host, port) as client:``; the
+context owns the reader (and optional keep-alive) task.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
+from typing import Final, NamedTuple
+
+import trio
+
+from iso_switch.codec import Codec, CodecError
+from iso_switch.protocol.errors import ProtocolError
+from iso_switch.protocol.framing import RECEIVE_CHUNK_BYTES, Frame, Framer, FramingKind
+from simulators._device import DEFAULT_DIALECT, Sealed, codec_for
+
+#: A terminal gives up on an answer after about 30 s.
+DEFAULT_TIMEOUT_S: Final = 30.0
+#: Answers nobody asked for, kept for :meth:`SwitchClient.receive`.
+UNCLAIMED_MAX: Final = 1024
+#: Requests awaiting an answer on one connection (the switch's default
+#: in-flight bound is 64; waiting beyond it only queues in the kernel).
+MAX_IN_FLIGHT_DEFAULT: Final = 256
+#: The switch accepts frames of up to 8 KiB by default; ours are smaller,
+#: but answers are read with room to spare.
+MAX_FRAME_BYTES: Final = 65535
+
+
+class SwitchClientError(Exception):
+    """The connection failed (closed, broken, or a bad frame from the switch)."""
+
+
+class ConnectionClosed(SwitchClientError):
+    """The switch closed the connection before answering."""
+
+
+class ResponseTimeout(SwitchClientError):
+    """No answer within the timeout (the request may still be decided)."""
+
+
+class Response(NamedTuple):
+    """A decoded answer and its bytes (MAC checks need the bytes)."""
+
+    fields: dict[str, str]
+    raw: bytes
+
+    def __repr__(self) -> str:
+        return (f"Response({self.fields.get('t', '?')}, rc={self.fields.get('39')}, "
+                f"<{len(self.raw)} bytes>)")
+
+
+MatchKey = tuple[str, str, str]
+
+
+def response_class(mti: str) -> str:
+    """First three digits of the response MTI: ``0200``/``0201`` -> ``021``."""
+    return mti[:2] + str(int(mti[2]) + 1 if mti[2].isdigit() else 0)
+
+
+def request_key(fields: Mapping[str, str]) -> MatchKey:
+    """What pairs a request with its answer: response MTI class, DE11, DE41."""
+    return (response_class(fields.get("t", "0000")), fields.get("11", ""), fields.get("41", ""))
+
+
+def response_key(fields: Mapping[str, str]) -> MatchKey:
+    return (fields.get("t", "")[:3], fields.get("11", ""), fields.get("41", ""))
+
+
+class _Waiter:
+    __slots__ = ("event", "response")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.response: Response | None = None
+
+
+class SwitchClient:
+    """One TCP connection to a listener; safe for many tasks at once.
+
+    ``call`` sends and waits for the matching answer; ``send`` only sends
+    (its answer goes to ``receive``). Counters: ``sent``, ``received``,
+    ``unmatched`` (answers nobody waited for, dropped beyond
+    :data:`UNCLAIMED_MAX`), ``undecodable``.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, codec: Codec, *,
+                 framing: FramingKind | str = FramingKind.BINARY2,
+                 max_in_flight: int = MAX_IN_FLIGHT_DEFAULT,
+                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.stream = stream
+        self.codec = codec
+        self.timeout_s = timeout_s
+        self._framer = Framer(framing, max_frame_bytes=MAX_FRAME_BYTES)
+        self._send_lock = trio.StrictFIFOLock()
+        self._in_flight = trio.Semaphore(max_in_flight)
+        self._waiters: dict[MatchKey, deque[_Waiter]] = {}
+        self._unclaimed: deque[Response] = deque(maxlen=UNCLAIMED_MAX)
+        self._unclaimed_event = trio.Event()
+        self._closed: SwitchClientError | None = None
+        self._closed_event = trio.Event()
+        self.sent = 0
+        self.received = 0
+        self.unmatched = 0
+        self.undecodable = 0
+
+    # -- sending --------------------------------------------------------------
+
+    async def send(self, raw: bytes | Sealed) -> None:
+        """Frame and send one message; do not wait for its answer."""
+        message = raw.raw if isinstance(raw, Sealed) else raw
+        await self._send_frame(self._framer.frame(message))
+
+    async def send_keep_alive(self) -> None:
+        """A zero-length frame: tells the switch this connection is alive."""
+        await self._send_frame(self._framer.frame(b""))
+
+    async def _send_frame(self, data: bytes) -> None:
+        if self._closed is not None:
+            raise self._closed
+        async with self._send_lock:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._close(ConnectionClosed("the connection to the switch broke"))
+                raise ConnectionClosed("the connection to the switch broke") from exc
+        self.sent += 1
+
+    async def call(self, request: bytes | Sealed, timeout_s: float | None = None) -> Response:
+        """Send ``request`` and return its answer (matched by response MTI
+        class + DE11 + DE41, so pipelined answers may come in any order).
+        Raises :class:`ResponseTimeout` or :class:`ConnectionClosed`."""
+        if isinstance(request, Sealed):
+            fields: Mapping[str, str] = request.fields
+            raw = request.raw
+        else:
+            raw = request
+            fields = self.codec.decode(raw)
+        key = request_key(fields)
+        waiter = _Waiter()
+        async with self._in_flight:
+            self._waiters.setdefault(key, deque()).append(waiter)
+            try:
+                with trio.move_on_after(self.timeout_s if timeout_s is None else timeout_s):
+                    await self.send(raw)
+                    await waiter.event.wait()
+            finally:
+                self._forget(key, waiter)
+        if waiter.response is not None:
+            return waiter.response
+        if self._closed is not None:
+            raise self._closed
+        raise ResponseTimeout("no answer from the switch in time")
+
+    def _forget(self, key: MatchKey, waiter: _Waiter) -> None:
+        queue = self._waiters.get(key)
+        if queue is None:
+            return
+        with suppress(ValueError):  # already answered and popped
+            queue.remove(waiter)
+        if not queue:
+            del self._waiters[key]
+
+    async def receive(self, timeout_s: float | None = None) -> Response:
+        """The oldest answer no ``call`` claimed (e.g. after ``send``)."""
+        with trio.move_on_after(self.timeout_s if timeout_s is None else timeout_s):
+            while not self._unclaimed:
+                if self._closed is not None:
+                    raise self._closed
+                self._unclaimed_event = trio.Event()
+                await self._unclaimed_event.wait()
+            return self._unclaimed.popleft()
+        raise ResponseTimeout("no answer from the switch in time")
+
+    # -- receiving ------------------------------------------------------------
+
+    async def run_reader(self) -> None:
+        """Read answers until the connection ends (the context runs this)."""
+        try:
+            while True:
+                try:
+                    chunk = await self.stream.receive_some(RECEIVE_CHUNK_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    break
+                if not chunk:
+                    break
+                self._framer.feed(chunk)
+                for event in self._framer.drain():
+                    if isinstance(event, Frame):
+                        self._dispatch(event.message)
+        except ProtocolError as exc:
+            self._close(SwitchClientError(f"bad frame from the switch: {exc}"))
+        finally:
+            self._close(ConnectionClosed("the switch closed the connection"))
+
+    def _dispatch(self, raw: bytes) -> None:
+        try:
+            fields = self.codec.decode(raw)
+        except CodecError:
+            self.undecodable += 1
+            return
+        self.received += 1
+        response = Response(fields, raw)
+        queue = self._waiters.get(response_key(fields))
+        if queue:
+            waiter = queue.popleft()
+            waiter.response = response
+            waiter.event.set()
+            return
+        self.unmatched += 1
+        self._unclaimed.append(response)
+        self._unclaimed_event.set()
+
+    def _close(self, error: SwitchClientError) -> None:
+        if self._closed is not None:
+            return
+        self._closed = error
+        self._closed_event.set()
+        self._unclaimed_event.set()
+        for queue in self._waiters.values():
+            for waiter in queue:
+                waiter.event.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    async def keep_alive(self, interval_s: float) -> None:
+        """Send a keep-alive frame every ``interval_s`` until closed."""
+        while self._closed is None:
+            with trio.move_on_after(interval_s):
+                await self._closed_event.wait()
+            if self._closed is None:
+                await self.send_keep_alive()
+
+    async def aclose(self) -> None:
+        self._close(ConnectionClosed("the client closed the connection"))
+        await self.stream.aclose()
+
+
+@asynccontextmanager
+async def open_switch_client(
+    host: str = "127.0.0.1", port: int = 8583, *, dialect: str = DEFAULT_DIALECT,
+    framing: FramingKind | str = FramingKind.BINARY2, timeout_s: float = DEFAULT_TIMEOUT_S,
+    keep_alive_s: float | None = None, max_in_flight: int = MAX_IN_FLIGHT_DEFAULT,
+) -> AsyncIterator[SwitchClient]:
+    """Connect to a listener and run the reader (and, with
+    ``keep_alive_s``, a keep-alive sender) until the block ends."""
+    if keep_alive_s is not None and not (0 < keep_alive_s < math.inf):
+        raise ValueError("keep_alive_s must be a positive number of seconds")
+    stream = await trio.open_tcp_stream(host, port)
+    client = SwitchClient(stream, codec_for(dialect), framing=framing,
+                          max_in_flight=max_in_flight, timeout_s=timeout_s)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.run_reader)
+        if keep_alive_s is not None:
+            nursery.start_soon(client.keep_alive, keep_alive_s)
+        try:
+            yield client
+        finally:
+            await client.aclose()
+            nursery.cancel_scope.cancel()
