@@ -203,3 +203,24 @@ def test_targets_parse_with_and_without_a_listener():
     for bad in ("8583", "host:", "host:99999", "host:x"):
         with pytest.raises(ReplayError):
             parse_target(bad)
+
+
+async def test_a_switch_that_never_answers_gives_missing_answers(tmp_path):
+    trace = await _record(tmp_path / "recorded")
+    hsm = build_hsm(make_config(tmp_path))
+    plan, _ = load_plan(trace, hsm)
+
+    async def silent(stream: trio.SocketStream) -> None:
+        while await stream.receive_some(65536):
+            pass
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, silent, 0)
+        port = listeners[0].socket.getsockname()[1]
+        replayer = Replayer(plan, {None: ("127.0.0.1", port)}, hsm=hsm, pace="max",
+                            timeout_s=0.2)
+        report = await replayer.run()
+        nursery.cancel_scope.cancel()
+    # Every request waits for the answer before it, so all time out in turn.
+    assert report.count("missing") == 7 and not report.ok
+    assert "no answer" in report.to_text()

@@ -167,8 +167,8 @@ class Switch:
         timeouts = self.config.timeouts
         async with trio.open_nursery() as root:
             root.start_soon(self._writer)
-            if self.trace is not None:  # [trace]
-                root.start_soon(self.trace.run)
+            if self.trace is not None:  # [trace] its file is open before we listen
+                await root.start(self.trace.run)
             if self.handle_signals:
                 root.start_soon(self._watch_signals)
             async with trio.open_nursery() as connections:
@@ -515,7 +515,8 @@ def _server_rrn() -> str:
 
 def _plain(request: Request, rc: str, decision: str) -> Outcome:
     """An answer that stores nothing (91, 96): echo, DE37 on 01xx/02xx/04xx
-    responses as interface section 3 asks, DE39, no MAC."""
+    responses as interface section 3 asks, DE39; MACed when the request's
+    MAC was valid (section 4: only 30 and 63 answers go unMACed)."""
     fields = request.fields
     mti = fields.get("t", "")
     response = {"t": response_mti(mti), **echo(fields)}
@@ -523,7 +524,7 @@ def _plain(request: Request, rc: str, decision: str) -> Outcome:
         response["37"] = _server_rrn()
     response["39"] = rc
     amount = fields.get("4", "")
-    return Outcome(response, False, {
+    return Outcome(response, request.mac_status == "valid", {
         "mti": fields.get("t", ""), "stan": fields.get("11"), "terminal": fields.get("41"),
         "processing_code": fields.get("3"),
         "amount_minor": int(amount) if amount.isdigit() else None,

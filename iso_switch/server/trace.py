@@ -57,6 +57,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import structlog
 import trio
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -67,6 +68,8 @@ from iso_switch.config import Config
 from iso_switch.security import tr31
 from iso_switch.security.errors import SecurityError
 from iso_switch.security.keystore import KeyStore
+
+log = structlog.get_logger("iso_switch.server")
 
 TRACE_FORMAT_VERSION = 1
 TRACE_KEY_NAME = "trace"
@@ -452,6 +455,14 @@ class TraceRecorder:
         self._wake.set()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        # The header goes out at once: the file exists (and a path that
+        # cannot be written fails) before the first frame arrives.
+        try:
+            await trio.to_thread.run_sync(self._write, [], 0)
+        except OSError as exc:
+            raise TraceError(f"cannot write the trace {self.path}: {exc.strerror}") from None
+        log.info("recording a message trace", path=str(self.path), trace_id=self.trace_id,
+                 masked=self.masked, key=self._key_name)
         task_status.started()
         try:
             while not self._closing:
@@ -493,8 +504,9 @@ class TraceRecorder:
         for frame in batch:
             lines.append(message_line(self.trace_id, self._started, frame,
                                       self._codec(frame.dialect), self._sealer))
-        self._file.write("\n".join(lines) + "\n")
-        self._file.flush()
+        if lines:
+            self._file.write("\n".join(lines) + "\n")
+            self._file.flush()
         self.written_total += len(batch)
 
     def _close_file(self) -> None:
