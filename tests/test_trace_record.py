@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,17 +19,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from iso_switch.cli import build_parser
+from iso_switch.codec import Codec, load_spec
 from iso_switch.security.keystore import KeyStore, MasterKey
 from iso_switch.server import build_hsm
 from iso_switch.server.trace import (
     PROTECTED_FIELDS,
     FieldSealer,
+    Frame,
     TraceEntry,
     TraceError,
     TraceGap,
     TraceHeader,
     TraceRecorder,
     mask_value,
+    message_line,
     open_trace,
     parse_lines,
     protect,
@@ -63,6 +67,21 @@ def test_sealed_field_opens_back_only_as_the_same_field_of_the_same_trace(field_
         sealer.for_trace("8899aabbccddeeff").open(field_id, token)
     with pytest.raises(TraceError):
         FieldSealer(bytes(32), "0011223344556677").open(field_id, token)
+
+
+@given(pan=st.from_regex(r"[1-9][0-9]{15,18}", fullmatch=True),
+       pin_block=st.binary(min_size=8, max_size=8), masked=st.booleans(),
+       dialect=st.sampled_from(["ascii87-hex", "ascii87-bin"]))
+def test_no_line_holds_a_pan_track_or_pin_block(pan, pin_block, masked, dialect):
+    codec = Codec(load_spec(dialect))
+    track2 = pan + "=2812101123456789"
+    raw = codec.encode({"t": "0200", "2": pan, "3": "000000", "4": "000000001000",
+                        "35": track2, "52": pin_block.hex().upper(), "102": pan[::-1]})
+    sealer = None if masked else FieldSealer(KEY, "0011223344556677")
+    line = message_line("0011223344556677", datetime.now(UTC),
+                        Frame(0.0, 1, 1, dialect, dialect, "in", raw), codec, sealer)
+    for secret in (pan, track2, pin_block.hex().upper(), pan[::-1], "2812101123456789"):
+        assert secret not in line
 
 
 def test_sealer_repr_and_errors_show_no_key_or_value():
