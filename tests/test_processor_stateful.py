@@ -119,8 +119,8 @@ class LedgerMachine(RuleBasedStateMachine):
     def decide(self, txn: Txn) -> None:
         """Send an original and update the model with its expected effect."""
         self.expire_due()
-        if txn.kind == "refund":
-            txn.rc = "00"
+        if txn.kind == "refund":  # limited per transaction, by no daily limit
+            txn.rc = "61" if txn.amount > LIMIT_TXN else "00"
         else:
             txn.rc = self.expect_debit(txn.amount)
         if txn.rc == "00" and txn.kind == "transfer" and txn.amount > REVIEW_ABOVE:

@@ -50,6 +50,7 @@ from iso_switch.processor.fields import (
     make_key,
     parse_request,
     response_mti,
+    valid_mmddhhmmss,
 )
 from iso_switch.processor.model import (
     CommitFailed,
@@ -83,10 +84,14 @@ APPROVAL_CODE_MODULUS = 10**6
 def answer_0800(fields: Mapping[str, str]) -> dict[str, str]:
     """0810 for a network management request: sign-on (001), sign-off (002)
     and echo (301) are acknowledged (00); another DE70 is 12; a missing
-    DE7, DE11 or DE70 is 30. Never MACed, never deduplicated."""
+    DE7, DE11 or DE70, a DE7 that is not MMDDhhmmss or a DE11 that is not
+    6 digits is 30. Never MACed, never deduplicated."""
     f = fields
     response: dict[str, str] = {"t": "0810", **{k: f[k] for k in ("7", "11", "41", "70") if k in f}}
-    if not all(f.get(k, "").strip() for k in ("7", "11", "70")):
+    if not all(f.get(k, "").strip() for k in ("7", "11", "70")) or not (
+        valid_mmddhhmmss(f["7"]) and len(f["11"]) == 6 and f["11"].isascii()
+        and f["11"].isdigit()
+    ):
         response["39"] = "30"
     elif f["70"] not in NETWORK_CODES:
         response["39"] = "12"
@@ -439,10 +444,15 @@ class Processor:
         if code in AMOUNT_CODES and amount <= 0:
             w.rc = "13"
             return
+        # Section 6: "5000.00 per transaction" limits every amount (refunds
+        # too); only the daily limits are restricted to approved debits.
+        if code in AMOUNT_CODES and amount > card.limit_txn_minor:
+            w.rc = "61"
+            return
         debit = code in DEBIT_CODES
         if debit:
             used_minor, used_count = store.daily_usage(card.id, w.business_day)
-            if amount > card.limit_txn_minor or used_minor + amount > card.limit_day_minor:
+            if used_minor + amount > card.limit_day_minor:
                 w.rc = "61"
                 return
             if used_count + 1 > card.limit_day_count:
@@ -607,7 +617,10 @@ class Processor:
         if p.pan:
             card = store.card_by_hash(pan_hash(self.config.pan_hash_key, p.pan))
             w.card = card
-            if (None if card is None else card.id) != orig.card_id:
+            # Two PANs not on file both have no card id: the masked PAN
+            # still tells them apart (section 3: DE2 differs -> 12).
+            if ((None if card is None else card.id) != orig.card_id
+                    or mask_pan(p.pan) != orig.pan_masked):
                 w.rc = "12"
                 return
         elif orig.card_id is not None:

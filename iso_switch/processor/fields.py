@@ -112,10 +112,24 @@ def _hex(value: str, field: str, length: int) -> str:
     return value.upper()
 
 
+# Days per month for DE7 (MMDDhhmmss carries no year, so 29 February is valid).
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def valid_mmddhhmmss(value: str) -> bool:
+    """Whether ``value`` is a real MMDDhhmmss moment (interface section 3:
+    DE7 is MMDDhhmmss in UTC): 10 digits, a month, a day of that month
+    (0230 and 0431 are not), an hour, minute and second."""
+    if len(value) != 10 or not (value.isascii() and value.isdigit()):
+        return False
+    month, day, hour, minute, second = (int(value[i:i + 2]) for i in range(0, 10, 2))
+    return (1 <= month <= 12 and 1 <= day <= _DAYS_IN_MONTH[month - 1] and hour < 24
+            and minute < 60 and second < 60)
+
+
 def _check_de7(value: str) -> str:
     _digits(value, "7", exact=10)
-    month, day, hour, minute, second = (int(value[i:i + 2]) for i in range(0, 10, 2))
-    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 60):
+    if not valid_mmddhhmmss(value):
         raise FormatError("DE7 is not a valid MMDDhhmmss")
     return value
 
@@ -182,7 +196,9 @@ def parse_request(fields: Mapping[str, str], content_key: bytes) -> Parsed:
     dest = f.get("103", "").strip()
     if len(source) > ACCOUNT_CHARS_MAX or len(dest) > ACCOUNT_CHARS_MAX:
         raise FormatError("DE102/DE103 too long")
-    if cls == "020" and code[:2] == "40" and not dest:
+    # DE103 is mandatory for 40 in the 0100/0200 row (section 3): a format
+    # error (30) comes before "40 is not allowed on 0100" (12).
+    if cls in ("010", "020") and code[:2] == "40" and not dest:
         raise FormatError("DE103 is missing for a transfer")
     key = make_key(cls, f["41"], stan, transmitted, acquirer)
     content_text = "|".join((pan, code, f.get("4", ""), f.get("49", ""), source, dest))

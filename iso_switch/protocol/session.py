@@ -78,7 +78,8 @@ def answer_network_management(fields: Mapping[str, str]) -> dict[str, str]:
     the MTI, ``"39"`` the response code).
 
     Echoes DE7, DE11, DE41 and DE70 when present. DE39 is ``30`` when DE7,
-    DE11 or DE70 is missing or empty, ``12`` for a DE70 other than
+    DE11 or DE70 is missing or empty, or DE7 is not a valid MMDDhhmmss, or
+    DE11 is not 6 digits, ``12`` for a DE70 other than
     ``001``/``002``/``301``, else ``00``. Pure: no state changes here (see
     :meth:`Session.network_management`).
     """
@@ -87,7 +88,9 @@ def answer_network_management(fields: Mapping[str, str]) -> dict[str, str]:
         value = fields.get(name)
         if value is not None:
             response[name] = value
-    if not all(fields.get(name) for name in NETWORK_MANAGEMENT_MANDATORY):
+    if not all(fields.get(name) for name in NETWORK_MANAGEMENT_MANDATORY) or not (
+        _valid_de7(fields["7"]) and _is_digits(fields["11"], STAN_DIGITS)
+    ):
         response["39"] = RC_FORMAT_ERROR
     elif fields["70"] not in _NETWORK_CODES:
         response["39"] = RC_INVALID_TRANSACTION
@@ -97,6 +100,26 @@ def answer_network_management(fields: Mapping[str, str]) -> dict[str, str]:
 
 
 _NETWORK_CODES: Final = frozenset(code.value for code in NetworkCode)
+
+#: DE11 (system trace audit number) is exactly this many digits.
+STAN_DIGITS: Final = 6
+#: DE7 is MMDDhhmmss (interface section 3); no year, so 29 February is valid.
+_DE7_DIGITS: Final = 10
+_DAYS_IN_MONTH: Final = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _is_digits(value: str, count: int) -> bool:
+    return len(value) == count and value.isascii() and value.isdigit()
+
+
+def _valid_de7(value: str) -> bool:
+    """Interface section 3: DE7 is MMDDhhmmss in UTC, and an undecodable
+    field is a format error (30) on an 0800 as on any request."""
+    if not _is_digits(value, _DE7_DIGITS):
+        return False
+    month, day, hour, minute, second = (int(value[i:i + 2]) for i in range(0, 10, 2))
+    return (1 <= month <= 12 and 1 <= day <= _DAYS_IN_MONTH[month - 1] and hour < 24
+            and minute < 60 and second < 60)
 
 
 class Session:
