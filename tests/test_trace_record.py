@@ -242,3 +242,11 @@ async def test_tracing_is_off_by_default(tmp_path):
         assert running.switch.trace is None
         running.switch.shutdown()
     assert not (tmp_path / "trace.jsonl").exists()
+
+
+def test_an_unwritable_trace_path_fails_at_startup_with_a_reason(tmp_path):
+    (tmp_path / "file").write_text("")
+    config = make_config(tmp_path, trace__enabled=True, trace__masked=True,
+                         trace__path=str(tmp_path / "file" / "trace.jsonl"))
+    with pytest.raises(TraceError, match="cannot write the trace"):
+        open_trace(config, None)

@@ -516,6 +516,15 @@ class TraceRecorder:
             self._file = None
 
 
+def _check_writable(path: Path) -> None:
+    """Fail at startup, with a clear reason, when the trace cannot be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, TRACE_FILE_MODE))
+    except OSError as exc:
+        raise TraceError(f"cannot write the trace {path}: {exc.strerror}") from None
+
+
 def _new_trace_id() -> str:
     return secrets.token_hex(TRACE_ID_BYTES)
 
@@ -534,6 +543,7 @@ def open_trace(config: Config, key_store: KeyStore | None) -> TraceRecorder | No
     if not settings.enabled:
         return None
     path = config.resolve_path(settings.path)
+    _check_writable(path)
     if settings.masked:
         return TraceRecorder(path, sealer=None)
     if key_store is None:
