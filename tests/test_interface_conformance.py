@@ -255,9 +255,9 @@ async def test_s2_hex_listener_accepts_lower_case_and_answers_upper_case(running
         assert sealed.raw[4:5] in b"89ABCDEF"  # secondary bitmap present
         body = sealed.raw[:-2 * MAC_BYTES]
         lowered = body[:4] + body[4:36].lower() + body[36:]
-        pin_at = lowered.index(sealed.fields["52"].encode())
-        lowered = (lowered[:pin_at] + lowered[pin_at:pin_at + 16].lower()
-                   + lowered[pin_at + 16:])
+        for name, size in (("52", 16), ("62", 20)):  # PIN block and KSN too
+            at = lowered.index(sealed.fields[name].encode())
+            lowered = lowered[:at] + lowered[at:at + size].lower() + lowered[at + size:]
         assert sealed.keys is not None
         tag = retail_mac(sealed.keys.mac_request, lowered).hex().lower().encode()
         raw = lowered + tag
@@ -377,6 +377,16 @@ async def test_s3_fields_a_message_does_not_list_are_ignored(running: Running) -
         reversal = t.follow_up("0400", purchase, **{"14": "AB12", "48": "x", "22": "ZZZ"})
         response = await send(client, t, reversal)
         assert response["39"] == "00" and "14" not in response.fields
+        # On a completion DE14 and DE22 are not listed; on a reversal neither
+        # are DE35 nor DE52 (even naming another card, or not hex).
+        auth = t.financial(mti="0100")
+        assert (await send(client, t, auth))["39"] == "00"
+        completion = t.follow_up("0220", auth, **{"14": "AB12", "22": "ZZZ"})
+        assert (await send(client, t, completion))["39"] == "00"
+        assert (await send(client, t, t.follow_up("0220", auth) | {"12": "99999A"}))[
+            "39"] == "30"  # DE12 is listed on 0220
+        odd = t.follow_up("0420", auth, **{"35": CARD_POOR + TRACK2_TAIL, "52": "Z" * 16})
+        assert (await send(client, t, odd))["39"] == "00"
         echo = t.network("301") | {"2": CARD_RICH, "48": "x"}
         response = await send(client, t, echo)
         assert response["39"] == "00" and data_fields(response) == {"7", "11", "39", "41", "70"}
@@ -770,6 +780,20 @@ async def test_s3_de54_balances_format(running: Running, code: str) -> None:
                                   f"{kind}02156C{1_000_000 - 12_345:012d}")
 
 
+async def test_s3_repeat_of_an_inquiry_gets_the_first_de54(running: Running) -> None:
+    """Section 3: a repeat gets the same decision as the first time, DE54
+    included, even after the balance moved."""
+    t = terminal()
+    async with connect(running) as client:
+        inquiry = t.financial(code="300000", amount=0)
+        first = await send(client, t, inquiry, pin="1234")
+        assert (await send(client, t, t.financial(amount=5_000)))["39"] == "00"
+        repeat = await send(client, t, inquiry | {"t": "0201"}, pin="1234")
+        assert decision(repeat) == decision(first) and "54" in repeat.fields
+        fresh = await send(client, t, t.financial(code="300000", amount=0), pin="1234")
+        assert fresh["54"] != first["54"]
+
+
 # -- section 3: the order of checks ------------------------------------------------
 
 
@@ -1112,6 +1136,21 @@ async def test_s5_pin_tries(running: Running) -> None:
         assert await purchase("1234") == "75"
         assert await purchase(None, "010000") == "75"
         assert await purchase(None) == "00"
+
+
+async def test_s5_retransmitted_wrong_pin_is_not_another_try(running: Running) -> None:
+    """Sections 3 and 5: a retransmission or repeat of a wrong-PIN request
+    gets its stored 55 and changes nothing, so it is not another wrong try."""
+    t = terminal()
+    async with connect(running) as client:
+        wrong = t.seal(client.codec, t.financial(), pin="0000")
+        first = await client.call(wrong)
+        assert first["39"] == "55"
+        assert decision(await client.call(wrong)) == decision(first)
+        repeat = await send(client, t, wrong.fields | {"t": "0201"}, pin="0000")
+        assert decision(repeat) == decision(first)
+        assert (await send(client, t, t.financial(), pin="0000"))["39"] == "55"  # try 2
+        assert (await send(client, t, t.financial(), pin="1234"))["39"] == "00"
 
 
 # -- section 6: demo data and limits ------------------------------------------------
