@@ -29,11 +29,11 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final, NoReturn, TextIO
 
 import trio
 
-from iso_switch.cli.codec_cmd import format_message, masked_fields
+from iso_switch.cli.codec_cmd import format_message, mask_free_text, masked_fields
 from iso_switch.codec import load_spec
 from iso_switch.codec.subfields import SubfieldError, parse_de54
 from iso_switch.protocol.framing import FramingKind
@@ -72,6 +72,14 @@ class UsageError(ValueError):
     """A command's arguments are wrong (argparse would say exit 2)."""
 
 
+class _MaskingParser(argparse.ArgumentParser):
+    """argparse echoes bad arguments in its errors; a mistyped command line
+    may hold a PAN, so every error message is masked first."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(mask_free_text(message))
+
+
 def parse_amount(text: str) -> int:
     """``"12.34"`` -> 1234 minor units (2 decimals: CNY)."""
     try:
@@ -108,7 +116,7 @@ def _card_options(parser: argparse.ArgumentParser, *, amount: bool = True,
     parser.add_argument("--no-pin", action="store_true", help="send no PIN block at all")
 
 
-def add_transaction_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_transaction_commands(sub: argparse._SubParsersAction[Any]) -> None:
     """The commands usable one-shot, in a script and at the prompt."""
     p = sub.add_parser("purchase", help="0200 purchase (00)",
                        description="A purchase: debits the card, credits the merchant.")
@@ -154,7 +162,7 @@ def add_transaction_commands(sub: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _MaskingParser(
         prog="iso-switch-sim",
         description="A POS terminal simulator speaking the switch's terminal interface: "
         "DUKPT PIN blocks and retail MACs, every request type, answers printed masked with "
@@ -209,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_line_parser() -> argparse.ArgumentParser:
     """The parser of one script or prompt line (transaction commands only)."""
-    parser = argparse.ArgumentParser(prog="", add_help=False, exit_on_error=False)
+    parser = _MaskingParser(prog="", add_help=False, exit_on_error=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_transaction_commands(sub)
     return parser
@@ -423,7 +431,7 @@ def parse_line(parser: argparse.ArgumentParser, line: str) -> argparse.Namespace
     try:
         return parser.parse_args(words)
     except argparse.ArgumentError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(mask_free_text(str(exc))) from None
     except SystemExit:
         raise UsageError("invalid command (see --help)") from None
 
@@ -434,7 +442,7 @@ async def _run_one(session: Session, args: argparse.Namespace) -> int:
             return await session.run(client, args)
     except OSError as exc:
         print(f"error: cannot connect to {session.options.host}:{session.port}: "
-              f"{exc.strerror or type(exc).__name__}", file=sys.stderr)
+              f"{exc.strerror or exc}", file=sys.stderr)
         return session._record(EXIT_NO_ANSWER)
 
 
@@ -452,7 +460,7 @@ async def _run_script(session: Session, lines: Sequence[str]) -> int:
                 await session.run(client, args)
     except OSError as exc:
         print(f"error: cannot connect to {session.options.host}:{session.port}: "
-              f"{exc.strerror or type(exc).__name__}", file=sys.stderr)
+              f"{exc.strerror or exc}", file=sys.stderr)
         return session._record(EXIT_NO_ANSWER)
     return session.worst
 

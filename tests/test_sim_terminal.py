@@ -123,3 +123,10 @@ async def test_script_runs_every_command_on_one_connection(
     assert answers[1]["request"]["52"] == "<16 chars hidden>"
     assert "script line 8" in err and CARD_RICH not in out + err
     assert status == 2  # the bad line
+
+
+def test_argument_errors_never_echo_a_pan(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["purchase", CARD_RICH, "--pan", "1", "--amount", "1"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments" in err and CARD_RICH not in err and "476173******0010" in err
