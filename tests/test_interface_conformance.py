@@ -22,6 +22,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import iso8583
+import iso8583.specs
 import pytest
 import trio
 
@@ -51,6 +53,7 @@ from tests.server_helpers import (
     de90,
     frame,
     make_config,
+    pin_block_hex,
     retail_mac,
     start_switch,
 )
@@ -296,6 +299,31 @@ async def test_s2_pin_block_and_mac_wire_form(running: Running, listener: str) -
             MAC_BYTES if listener == BIN_LISTENER else 16)])
         tail = expected if listener == BIN_LISTENER else expected.hex().upper().encode()
         assert response.raw.endswith(tail)
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+async def test_s2_a_pyiso8583_client_with_pin_and_mac(running: Running, listener: str) -> None:
+    """Section 2: the listeners speak pyiso8583's ``default_ascii`` /
+    ``default`` layouts: a client built on pyiso8583 alone (PIN block and
+    MAC from psec) gets an approved, correctly MACed transfer back."""
+    spec = iso8583.specs.default_ascii if listener == HEX_LISTENER else iso8583.specs.default
+    t = terminal("TERM0001")
+    ksn, keys = t.dukpt.next_transaction()
+    fields = t.financial(code="400000", amount=1_234, **{
+        "62": ksn, "52": pin_block_hex(keys, "1234", CARD_RICH), "102": ACCOUNT_RICH,
+        "103": ACCOUNT_POOR, "128": "0" * 16})
+    size = 16 if listener == HEX_LISTENER else MAC_BYTES
+    raw = bytes(iso8583.encode(dict(fields), spec)[0])[:-size]
+    mac = retail_mac(keys.mac_request, raw)
+    raw += mac.hex().upper().encode() if size == 16 else mac
+    async with connect(running, listener) as client:
+        await client.send(raw)
+        answer = await client.receive_frame()
+    assert answer is not None
+    response = iso8583.decode(answer, spec)[0]
+    assert response["t"] == "0210" and response["39"] == "00"
+    expected = retail_mac(keys.mac_response, answer[:-size])
+    assert bytes.fromhex(response["128"]) == expected
 
 
 # -- section 3: mandatory fields ----------------------------------------------------
@@ -740,6 +768,10 @@ async def test_s3_response_echo_list_is_exact(running: Running, listener: str) -
         assert response["39"] == "00"
         assert data_fields(response) == (set(sealed.fields) & ECHOED) | {"37", "38", "39",
                                                                           "54"}
+        malformed = without(t.financial(**{"32": "7"}), "22")
+        response = await send(client, t, malformed)
+        assert response["39"] == "30"
+        assert data_fields(response) == (set(malformed) & ECHOED) | {"37", "39"}
         declined = t.financial(pan=CARD_POOR, amount=999_999, **{"22": "071"})
         response = await send(client, t, declined)
         assert response["39"] == "61"
