@@ -1073,11 +1073,13 @@ async def test_s4_switch_answers_91_and_96_are_maced_like_any_other(
     processor = running.switch.processor
     original = processor.process_batch
     release = threading.Event()
+    entered = threading.Event()
     calls = {"n": 0}
 
     def gated(requests):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 1:
+            entered.set()
             release.wait(10)  # a stalled disk holds the first batch
         return original(requests)
 
@@ -1086,7 +1088,9 @@ async def test_s4_switch_answers_91_and_96_are_maced_like_any_other(
     try:
         async with connect(running) as first, connect(running) as second:
             await first.send(t.seal(first.codec, t.financial(), mac=True))
-            await trio.sleep(0.05)  # the first batch is now in the writer's thread
+            with trio.fail_after(10):
+                while not entered.is_set():  # the first batch is in the writer's thread
+                    await trio.sleep(0.01)
             queued = await second.call(t.seal(second.codec, t.financial(), mac=True))
             assert queued["39"] == "91" and "64" in queued.fields  # MAC checked by call()
             release.set()
