@@ -220,10 +220,12 @@ async def test_s1_each_response_leaves_as_soon_as_ready_on_its_own_connection(
     processor = running.switch.processor
     original = processor.process_batch
     release = threading.Event()
+    entered = threading.Event()
     slow_stan = "424242"
 
     def gated(requests):  # type: ignore[no-untyped-def]
         if any(r.fields.get("11") == slow_stan for r in requests):
+            entered.set()
             release.wait(10)  # a stalled decision, in the writer's thread
         return original(requests)
 
@@ -233,7 +235,9 @@ async def test_s1_each_response_leaves_as_soon_as_ready_on_its_own_connection(
         async with connect(running) as client, connect(running, BIN_LISTENER) as other:
             slow = t.financial(**{"11": slow_stan})
             await client.send(t.seal(client.codec, slow))
-            await trio.sleep(0.05)
+            with trio.fail_after(10):
+                while not entered.is_set():  # the slow request is being decided
+                    await trio.sleep(0.01)
             assert (await send(client, t, t.network("301")))["39"] == "00"
             assert (await send(other, t, t.network("301")))["39"] == "00"
             release.set()
