@@ -206,3 +206,30 @@ def test_cipher_contexts_are_per_thread() -> None:
     worker.join()
     assert there and there[0] is not here
     assert _ciphers._tdes_ecb_encryptor(_ciphers.tdes_key24(key)) is here
+
+
+def test_one_hsm_serves_two_threads() -> None:
+    """The switch shares one SoftwareHsm between its trio thread (MACs) and
+    the writer thread (PINs): concurrent derivations agree with a fresh,
+    single-threaded derivation and the caches stay within their bounds."""
+    import threading
+
+    hsm = SoftwareHsm.from_bdks({"FFFF987654": BDK}, ksn_cache_entries=64,
+                                prefix_cache_entries=128)
+    ksns = [f"FFFF9876543210E{device:01X}{counter:04X}" for device in range(4)
+            for counter in range(1, 200) if bin(counter).count("1") <= 10]
+    results: dict[int, list[bytes]] = {}
+
+    def work(worker: int) -> None:
+        order = ksns if worker % 2 == 0 else list(reversed(ksns))
+        results[worker] = [hsm.dukpt_keys(k).mac_request for k in order * 2]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    expected = {k: dukpt.mac_request_key(dukpt.derive_transaction_key(BDK, k)) for k in ksns}
+    for worker, keys in results.items():
+        order = ksns if worker % 2 == 0 else list(reversed(ksns))
+        assert keys == [expected[k] for k in order * 2]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import hmac
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -199,8 +200,10 @@ class SoftwareHsm(Hsm):
     :mod:`~iso_switch.security.dukpt`) and a bounded LRU of derived working
     keys per KSN (:data:`KSN_CACHE_ENTRIES`, about 2 MiB).
 
-    Not thread-safe: the caches are plain dictionaries. The switch calls it
-    from its one trio thread.
+    Thread-safe: the switch verifies MACs on its trio thread and PINs in the
+    ledger writer's thread with the same instance, so the KSN derived for the
+    MAC is found again for the PIN. A lock guards the derivation caches;
+    cipher contexts are per thread (see ``_ciphers``).
     """
 
     def __init__(
@@ -225,6 +228,7 @@ class SoftwareHsm(Hsm):
         self._derivers: dict[str, DukptDeriver] = {}
         self._ksn_cache: OrderedDict[str, DukptKeys] = OrderedDict()
         self._ksn_cache_entries = ksn_cache_entries
+        self._lock = threading.Lock()
         self._prefix_cache_entries = prefix_cache_entries
 
     @classmethod
@@ -281,17 +285,18 @@ class SoftwareHsm(Hsm):
     def dukpt_keys(self, ksn: str) -> DukptKeys:
         """The working keys of ``ksn`` (cached). In-process callers only: a
         network HSM would never return them."""
-        cache = self._ksn_cache
-        keys = cache.get(ksn)
-        if keys is not None:
-            cache.move_to_end(ksn)
+        with self._lock:
+            cache = self._ksn_cache
+            keys = cache.get(ksn)
+            if keys is not None:
+                cache.move_to_end(ksn)
+                return keys
+            raw = tdes_ksn_bytes(ksn)
+            keys = self._deriver(raw[:5].hex().upper()).keys(raw)
+            cache[ksn] = keys
+            if len(cache) > self._ksn_cache_entries:
+                cache.popitem(last=False)
             return keys
-        raw = tdes_ksn_bytes(ksn)
-        keys = self._deriver(raw[:5].hex().upper()).keys(raw)
-        cache[ksn] = keys
-        if len(cache) > self._ksn_cache_entries:
-            cache.popitem(last=False)
-        return keys
 
     def verify_request_mac(self, ksn: str, data: bytes, mac: bytes) -> bool:
         try:

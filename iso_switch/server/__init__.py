@@ -48,12 +48,11 @@ def build_hsm(config: Config) -> SoftwareHsm:
 
 
 def build_switch(config: Config, *, handle_signals: bool = True) -> Switch:
-    """The switch with two HSM fronts on one key store: ``SoftwareHsm``
-    caches are not thread-safe, and the trio thread (MACs) and the writer
-    thread (PIN verification) must not share them."""
+    """The switch and its processor on one (thread-safe) HSM: the keys a
+    request's KSN derives for its MAC on the trio thread are found again in
+    the cache when the writer thread verifies its PIN."""
     hsm = build_hsm(config)
-    pin_hsm = SoftwareHsm(hsm.key_store)
-    processor = open_default(config.data_path, pin_hsm, config_from(config))
+    processor = open_default(config.data_path, hsm, config_from(config))
     return Switch(config, processor, hsm, handle_signals=handle_signals)
 
 
