@@ -152,6 +152,7 @@ class Switch:
             WRITER_QUEUE_REQUESTS
         )
         self._stop = trio.Event()
+        self._read_scopes: set[trio.CancelScope] = set()
         # [trace] message trace (off by default): see iso_switch/server/trace.py.
         self.trace = trace if trace is not None else open_trace(
             config, getattr(hsm, "key_store", None))
@@ -186,6 +187,8 @@ class Switch:
                     await self._stop.wait()
                     log.info("shutting down", grace_s=timeouts.shutdown_grace_s)
                     accepting.cancel_scope.cancel()
+                    for scope in list(self._read_scopes):
+                        scope.cancel()
                 # Connections finish what is in flight, then close; past the
                 # grace period they are cut.
                 connections.cancel_scope.deadline = trio.current_time() + timeouts.shutdown_grace_s
@@ -292,15 +295,23 @@ class Switch:
                 deadline_s = timeouts.idle_timeout_s
                 frame_deadline = None
                 deadline = trio.current_time() + deadline_s
+            # The scope is registered so that shutdown() can stop the read
+            # (in-flight requests still finish): cheaper than a watcher task
+            # per receive.
             with trio.move_on_at(deadline) as scope:
-                stop_wait = self._stop
-                data = await _receive_or_stop(stream, stop_wait)
+                self._read_scopes.add(scope)
+                if self._stop.is_set():  # set after the loop's check
+                    scope.cancel()
+                try:
+                    data = await stream.receive_some(RECEIVE_CHUNK_BYTES)
+                finally:
+                    self._read_scopes.discard(scope)
             if scope.cancelled_caught:
+                if self._stop.is_set():
+                    return "shutdown"
                 log.info("connection timed out", listener=lc.name, peer=peer,
                          partial_frame=framer.has_partial_frame, timeout_s=deadline_s)
                 return "frame read timeout" if framer.has_partial_frame else "idle timeout"
-            if data is None:
-                return "shutdown"
             if not data:
                 return "closed by peer"
             framer.feed(data)
@@ -483,25 +494,6 @@ class Switch:
 
 class _CloseConnection(Exception):
     """An undecodable message without a readable MTI: close the connection."""
-
-
-async def _receive_or_stop(stream: trio.SocketStream, stop: trio.Event) -> bytes | None:
-    """Receive a chunk, or None once shutdown begins (so readers stop reading
-    new requests while in-flight ones finish)."""
-    result: list[bytes | None] = [None]
-    async with trio.open_nursery() as nursery:
-
-        async def receive() -> None:
-            result[0] = await stream.receive_some(RECEIVE_CHUNK_BYTES)
-            nursery.cancel_scope.cancel()
-
-        async def watch() -> None:
-            await stop.wait()
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(receive)
-        nursery.start_soon(watch)
-    return result[0]
 
 
 _server_rrns = itertools.count(1)
