@@ -100,8 +100,11 @@ class SwitchClient:
     def __init__(self, stream: trio.abc.Stream, codec: Codec, *,
                  framing: FramingKind | str = FramingKind.BINARY2,
                  max_in_flight: int = MAX_IN_FLIGHT_DEFAULT,
-                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+                 timeout_s: float = DEFAULT_TIMEOUT_S, echo_target: bool = False) -> None:
         self.stream = stream
+        # Against an echo server (benchmarks.echo_server) the answer to a
+        # request is the request itself: its key is its own MTI class.
+        self._request_key = response_key if echo_target else request_key
         self.codec = codec
         self.timeout_s = timeout_s
         self._framer = Framer(framing, max_frame_bytes=MAX_FRAME_BYTES)
@@ -149,7 +152,7 @@ class SwitchClient:
         else:
             raw = request
             fields = self.codec.decode(raw)
-        key = request_key(fields)
+        key = self._request_key(fields)
         waiter = _Waiter()
         async with self._in_flight:
             self._waiters.setdefault(key, deque()).append(waiter)
@@ -256,14 +259,18 @@ async def open_switch_client(
     host: str = "127.0.0.1", port: int = 8583, *, dialect: str = DEFAULT_DIALECT,
     framing: FramingKind | str = FramingKind.BINARY2, timeout_s: float = DEFAULT_TIMEOUT_S,
     keep_alive_s: float | None = None, max_in_flight: int = MAX_IN_FLIGHT_DEFAULT,
+    echo_target: bool = False,
 ) -> AsyncIterator[SwitchClient]:
     """Connect to a listener and run the reader (and, with
-    ``keep_alive_s``, a keep-alive sender) until the block ends."""
+    ``keep_alive_s``, a keep-alive sender) until the block ends.
+    ``echo_target``: the peer is an echo server returning each request
+    unchanged (the end-to-end benchmark's baseline)."""
     if keep_alive_s is not None and not (0 < keep_alive_s < math.inf):
         raise ValueError("keep_alive_s must be a positive number of seconds")
     stream = await trio.open_tcp_stream(host, port)
     client = SwitchClient(stream, codec_for(dialect), framing=framing,
-                          max_in_flight=max_in_flight, timeout_s=timeout_s)
+                          max_in_flight=max_in_flight, timeout_s=timeout_s,
+                          echo_target=echo_target)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client.run_reader)
         if keep_alive_s is not None:
