@@ -392,6 +392,8 @@ def run(names: Sequence[str], settings: LoadSettings, work: Path, idle: int | No
             print(text, file=progress, flush=True)
 
     raise_nofile_limit()
+    say(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} before the run "
+        "(other work on the machine skews every figure)")
     say(f"provisioning {settings.cards} load cards")
     provision(work / "var", settings.cards)
     rows: list[dict[str, Any]] = []
