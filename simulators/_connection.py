@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Final, NamedTuple
 
@@ -135,38 +135,62 @@ class SwitchClient:
         if self._closed is not None:
             raise self._closed
         async with self._send_lock:
-            try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._close(ConnectionClosed("the connection to the switch broke"))
-                raise ConnectionClosed("the connection to the switch broke") from exc
+            await self._send_locked(data)
+
+    async def _send_locked(self, data: bytes) -> None:
+        """Send with the send lock already held."""
+        if self._closed is not None:
+            raise self._closed
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._close(ConnectionClosed("the connection to the switch broke"))
+            raise ConnectionClosed("the connection to the switch broke") from exc
         self.sent += 1
 
-    async def call(self, request: bytes | Sealed, timeout_s: float | None = None) -> Response:
+    async def call(self, request: bytes | Sealed | Callable[[], Sealed],
+                   timeout_s: float | None = None) -> Response:
         """Send ``request`` and return its answer (matched by response MTI
         class + DE11 + DE41, so pipelined answers may come in any order).
+
+        ``request`` may be a function that builds and seals it: it is then
+        called under the send lock, so requests pipelined on one connection
+        leave in the order their DUKPT counters were taken (the switch
+        refuses a counter more than 64 below the highest it accepted).
         Raises :class:`ResponseTimeout` or :class:`ConnectionClosed`."""
-        if isinstance(request, Sealed):
-            fields: Mapping[str, str] = request.fields
-            raw = request.raw
-        else:
-            raw = request
-            fields = self.codec.decode(raw)
-        key = self._request_key(fields)
         waiter = _Waiter()
+        key: MatchKey | None = None
         async with self._in_flight:
-            self._waiters.setdefault(key, deque()).append(waiter)
             try:
                 with trio.move_on_after(self.timeout_s if timeout_s is None else timeout_s):
-                    await self.send(raw)
+                    if callable(request):
+                        async with self._send_lock:
+                            built = request()
+                            key = self._register(built.fields, waiter)
+                            await self._send_locked(self._framer.frame(built.raw))
+                    else:
+                        if isinstance(request, Sealed):
+                            fields: Mapping[str, str] = request.fields
+                            raw = request.raw
+                        else:
+                            raw = request
+                            fields = self.codec.decode(raw)
+                        key = self._register(fields, waiter)
+                        await self.send(raw)
                     await waiter.event.wait()
             finally:
-                self._forget(key, waiter)
+                if key is not None:
+                    self._forget(key, waiter)
         if waiter.response is not None:
             return waiter.response
         if self._closed is not None:
             raise self._closed
         raise ResponseTimeout("no answer from the switch in time")
+
+    def _register(self, fields: Mapping[str, str], waiter: _Waiter) -> MatchKey:
+        key = self._request_key(fields)
+        self._waiters.setdefault(key, deque()).append(waiter)
+        return key
 
     def _forget(self, key: MatchKey, waiter: _Waiter) -> None:
         queue = self._waiters.get(key)

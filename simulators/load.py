@@ -236,21 +236,28 @@ class LoadTerminal:
         """One transaction of the mix (an auth is followed by its
         completion when approved and the budget allows)."""
         kind = self.rng.choices(self.kinds, self.weights)[0]
-        sealed = self.build(kind)
-        fields = await self._call(client, kind, sealed, started)
+        built: list[Sealed] = []
+        fields = await self._call(client, kind, lambda: _keep(built, self.build(kind)), built,
+                                  started)
         approved = fields is not None and fields.get(
             "39", "00" if self.plan.echo_target else "--") == "00"
         if kind == "auth" and approved and budget.take():
-            completion = self.device.seal_message(self.device.completion(sealed.fields))
-            await self._call(client, "completion", completion, None)
+            original = built[0].fields
+            done: list[Sealed] = []
+            await self._call(
+                client, "completion",
+                lambda: _keep(done, self.device.seal_message(self.device.completion(original))),
+                done, None)
 
-    async def _call(self, client: SwitchClient, kind: str, sealed: Sealed,
-                    started: float | None) -> dict[str, str] | None:
+    async def _call(self, client: SwitchClient, kind: str, build: Callable[[], Sealed],
+                    built: list[Sealed], started: float | None) -> dict[str, str] | None:
+        """Seal (under the client's send lock, so KSN counters leave in
+        order) and send one request; record its answer."""
         stats = self.stats
         begin = trio.current_time() if started is None else started
         stats.sent += 1
         try:
-            fields, raw = await client.call(sealed, self.plan.timeout_s)
+            fields, raw = await client.call(build, self.plan.timeout_s)
         except ResponseTimeout:
             stats.timeouts += 1
             return None
@@ -258,6 +265,7 @@ class LoadTerminal:
             stats.errors += 1
             return None
         latency = trio.current_time() - begin
+        sealed = built[0]
         verdict = (self.device.verify_response_mac(raw, sealed.ksn, fields)
                    if sealed.mac else MacVerdict.ABSENT)
         stats.record(kind, fields.get("39", "--"), latency, verdict)
@@ -297,6 +305,11 @@ class LoadTerminal:
                     outstanding += 1
                     nursery.start_soon(run_one, next_at)
                 next_at += interval_s
+
+
+def _keep(into: list[Sealed], sealed: Sealed) -> Sealed:
+    into.append(sealed)
+    return sealed
 
 
 def _stan_range(index: int, terminals: int) -> tuple[int, int]:
