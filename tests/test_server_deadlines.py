@@ -76,3 +76,27 @@ async def test_failed_commit_answers_96_and_posts_nothing(
         assert second["39"] == "00"
         assert second["37"] != first["37"]
     running.switch.shutdown()
+
+
+async def test_processor_bug_answers_96_and_the_switch_goes_on(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = await start_switch(nursery, tmp_path)
+    processor = running.switch.processor
+    original = processor.process_batch
+    broken = {"once": True}
+
+    def buggy(requests):  # type: ignore[no-untyped-def]
+        if broken["once"]:
+            broken["once"] = False
+            processor.store.begin()  # leaves a transaction open, as a bug might
+            raise KeyError("a bug")
+        return original(requests)
+
+    monkeypatch.setattr(processor, "process_batch", buggy)
+    terminal = Terminal()
+    async with connect(running) as client:
+        first = await client.call(terminal.seal(client.codec, terminal.financial()))
+        second = await client.call(terminal.seal(client.codec, terminal.financial()))
+    assert (first["39"], second["39"]) == ("96", "00")
+    running.switch.shutdown()

@@ -490,6 +490,13 @@ class Switch:
         except CommitFailed:
             log.error("batch commit failed: answering 96, nothing posted", size=len(requests))
             return [_plain(r, "96", "commit failed") for r in requests]
+        except Exception as exc:
+            # A bug in the processor must not stop the writer (and with it
+            # the switch): roll back whatever is open, answer 96, go on.
+            log.error("batch failed unexpectedly: answering 96", size=len(requests),
+                      error=type(exc).__name__)
+            await trio.to_thread.run_sync(self.processor.store.rollback)
+            return [_plain(r, "96", "processor error") for r in requests]
 
 
 class _CloseConnection(Exception):
