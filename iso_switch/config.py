@@ -191,6 +191,9 @@ class LedgerConfig:
     retention_days: int = field(default=45, metadata=_bounded(1, 3660))
     #: Transfers above this amount (minor units) are referred for review (01).
     review_threshold_minor: int = field(default=200_000, metadata=_bounded(0, 10**15))
+    #: Where the processor runs: ``process`` (a child process, its own core)
+    #: or ``thread`` (the switch's writer thread, sharing the GIL).
+    worker: str = field(default="process", metadata=_choices("process", "thread"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from iso_switch.processor import config_from, open_default
 from iso_switch.security.hsm import SoftwareHsm
 from iso_switch.security.keystore import MASTER_KEY_ENV, KeyStore, resolve_master_key
 from iso_switch.server.app import Switch, checkout_keys_dir
+from iso_switch.server.ledger_worker import InThreadLedger, LedgerWorker, SubprocessLedger
 
 log = structlog.get_logger("iso_switch.server")
 
@@ -31,7 +32,7 @@ def keys_dir_for(config: Config) -> Path:
     return resolved
 
 
-def build_hsm(config: Config) -> SoftwareHsm:
+def build_hsm(config: Config, *, warn: bool = True) -> SoftwareHsm:
     master_file = config.keys.master_key_file
     master = resolve_master_key(
         config.resolve_path(master_file) if master_file else None,
@@ -41,19 +42,24 @@ def build_hsm(config: Config) -> SoftwareHsm:
     )
     store = KeyStore(keys_dir_for(config), master)
     hsm = SoftwareHsm(store)
-    if hsm.uses_demo_keys:
+    if warn and hsm.uses_demo_keys:
         log.warning("running on DEMO keys (public test keys): never use with real cards",
                     store_dir=str(keys_dir_for(config)))
     return hsm
 
 
 def build_switch(config: Config, *, handle_signals: bool = True) -> Switch:
-    """The switch and its processor on one (thread-safe) HSM: the keys a
-    request's KSN derives for its MAC on the trio thread are found again in
-    the cache when the writer thread verifies its PIN."""
+    """The switch and its ledger worker (``ledger.worker``): a child process
+    (the default: the processor gets a core of its own), or the writer
+    thread, where the processor shares the switch's thread-safe HSM so the
+    keys a KSN derives for its MAC are found again for its PIN."""
     hsm = build_hsm(config)
-    processor = open_default(config.data_path, hsm, config_from(config))
-    return Switch(config, processor, hsm, handle_signals=handle_signals)
+    ledger: LedgerWorker
+    if config.ledger.worker == "process":
+        ledger = SubprocessLedger(config)
+    else:
+        ledger = InThreadLedger(open_default(config.data_path, hsm, config_from(config)))
+    return Switch(config, ledger, hsm, handle_signals=handle_signals)
 
 
 __all__ = ["Switch", "build_hsm", "build_switch", "keys_dir_for"]

@@ -45,6 +45,7 @@ from iso_switch.protocol import (
     swap_tpdu,
 )
 from iso_switch.security.hsm import Hsm
+from iso_switch.server.ledger_worker import InThreadLedger, LedgerWorker
 from iso_switch.server.trace import TraceRecorder, open_trace
 
 log = structlog.get_logger("iso_switch.server")
@@ -126,7 +127,7 @@ class Switch:
     def __init__(
         self,
         config: Config,
-        processor: Processor,
+        ledger: LedgerWorker | Processor,
         hsm: Hsm,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -134,7 +135,10 @@ class Switch:
         trace: TraceRecorder | None = None,
     ) -> None:
         self.config = config
-        self.processor = processor
+        # A bare Processor runs in the writer thread (see ledger_worker).
+        self.ledger: LedgerWorker = (
+            InThreadLedger(ledger) if isinstance(ledger, Processor) else ledger
+        )
         self.hsm = hsm
         self.clock = clock
         self.handle_signals = handle_signals
@@ -156,6 +160,14 @@ class Switch:
         # [trace] message trace (off by default): see iso_switch/server/trace.py.
         self.trace = trace if trace is not None else open_trace(
             config, getattr(hsm, "key_store", None))
+
+    @property
+    def processor(self) -> Processor:
+        """The processor, when it runs in this process (``ledger.worker =
+        "thread"``): tests and tools that reach into it use this."""
+        if isinstance(self.ledger, InThreadLedger):
+            return self.ledger.processor
+        raise AttributeError("the processor runs in the ledger process")
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -481,11 +493,11 @@ class Switch:
                 for pending, outcome in zip(live, outcomes, strict=True):
                     pending.outcome = outcome
                     pending.done.set()
-        self.processor.store.close()
+        await trio.to_thread.run_sync(self.ledger.close)
 
     async def _run_batch(self, requests: list[Request]) -> list[Outcome]:
         try:
-            return await trio.to_thread.run_sync(self.processor.process_batch, requests,
+            return await trio.to_thread.run_sync(self.ledger.process_batch, requests,
                                                  abandon_on_cancel=False)
         except CommitFailed:
             log.error("batch commit failed: answering 96, nothing posted", size=len(requests))
@@ -495,7 +507,7 @@ class Switch:
             # the switch): roll back whatever is open, answer 96, go on.
             log.error("batch failed unexpectedly: answering 96", size=len(requests),
                       error=type(exc).__name__)
-            await trio.to_thread.run_sync(self.processor.store.rollback)
+            await trio.to_thread.run_sync(self.ledger.recover)
             return [_plain(r, "96", "processor error") for r in requests]
 
 
