@@ -97,6 +97,19 @@ def _dialect(name: str) -> _Dialect:
     return _Dialect(codec, sizes, binary, codec.fields["t"].binary)
 
 
+@dataclass(slots=True)
+class _Conn:
+    """One connection's state, shared by its reader and request tasks."""
+
+    lc: ListenerConfig
+    dialect: _Dialect
+    peer: str
+    session: Session
+    in_flight: trio.Semaphore
+    send_out: trio.MemorySendChannel[bytes]
+    conn_id: int = 0  # [trace]
+
+
 def _mac_field(fields: Mapping[str, str]) -> str:
     """DE128 when the secondary bitmap is present, else DE64 (interface §4)."""
     return "128" if "1" in fields else "64"
@@ -241,23 +254,22 @@ class Switch:
         peer = _peer(stream)
         framer = Framer(lc.framing, tpdu=lc.tpdu, max_frame_bytes=limits.max_frame_bytes)
         session = Session(max_in_flight=limits.max_in_flight_per_connection)
-        in_flight = trio.Semaphore(limits.max_in_flight_per_connection)
         send_out, send_in = trio.open_memory_channel[bytes](SEND_QUEUE_FRAMES)
-        dialect = self.dialects[lc.name]
-        conn_id = self.trace.next_connection_id() if self.trace is not None else 0  # [trace]
+        conn = _Conn(
+            lc=lc, dialect=self.dialects[lc.name], peer=peer, session=session,
+            in_flight=trio.Semaphore(limits.max_in_flight_per_connection), send_out=send_out,
+            conn_id=self.trace.next_connection_id() if self.trace is not None else 0,  # [trace]
+        )
         log.debug("connection opened", listener=lc.name, peer=peer)
         reason = "closed by peer"
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._sender, stream, send_in)
                 async with send_out:
-                    reason = await self._read_loop(
-                        stream, framer, session, in_flight, send_out, dialect, lc, peer, nursery,
-                        conn_id,
-                    )
+                    reason = await self._read_loop(stream, framer, conn, nursery)
                     # Finish what is in flight before the sender is told to stop.
                     for _ in range(limits.max_in_flight_per_connection):
-                        await in_flight.acquire()
+                        await conn.in_flight.acquire()
         # Nursery errors arrive as exception groups: a plain ``except`` would
         # miss them and one bad connection would take the whole switch down.
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -277,19 +289,10 @@ class Switch:
                      requests=session.requests_total)
 
     async def _read_loop(
-        self,
-        stream: trio.SocketStream,
-        framer: Framer,
-        session: Session,
-        in_flight: trio.Semaphore,
-        send_out: trio.MemorySendChannel[bytes],
-        dialect: _Dialect,
-        lc: ListenerConfig,
-        peer: str,
-        nursery: trio.Nursery,
-        conn_id: int = 0,
+        self, stream: trio.SocketStream, framer: Framer, conn: _Conn, nursery: trio.Nursery
     ) -> str:
         """Read frames and start a task per request. Returns why it stopped."""
+        lc, peer = conn.lc, conn.peer
         timeouts = self.config.timeouts
         deadline_s = timeouts.idle_timeout_s
         frame_deadline: float | None = None
@@ -332,10 +335,9 @@ class Switch:
                     frame_deadline = None  # a frame ended: the next one starts its own clock
                     if isinstance(event, KeepAlive):
                         continue
-                    await in_flight.acquire()
-                    session.begin_request()
-                    nursery.start_soon(self._handle, event.message, event.tpdu, session,
-                                       in_flight, send_out, dialect, lc, peer, conn_id)
+                    await conn.in_flight.acquire()
+                    conn.session.begin_request()
+                    nursery.start_soon(self._handle, event.message, event.tpdu, conn)
             except RemoteProtocolError as exc:
                 log.warning("protocol error: closing connection", listener=lc.name, peer=peer,
                             error=str(exc))
@@ -353,41 +355,30 @@ class Switch:
 
     # -- one request --------------------------------------------------------
 
-    async def _handle(
-        self,
-        message: bytes,
-        tpdu: bytes | None,
-        session: Session,
-        in_flight: trio.Semaphore,
-        send_out: trio.MemorySendChannel[bytes],
-        dialect: _Dialect,
-        lc: ListenerConfig,
-        peer: str,
-        conn_id: int = 0,
-    ) -> None:
+    async def _handle(self, message: bytes, tpdu: bytes | None, conn: _Conn) -> None:
         started = time.perf_counter()
+        lc = conn.lc
         trace = self.trace  # [trace] the message as received, its response as sent
-        seq = trace.record_in(conn_id, lc.name, lc.dialect, message) if trace is not None else 0
+        seq = (trace.record_in(conn.conn_id, lc.name, lc.dialect, message)
+               if trace is not None else 0)
         try:
-            response = await self._respond(message, session, dialect, lc, peer, started)
+            response = await self._respond(message, conn, started)
             if response is None:
                 return
             if trace is not None:  # [trace]
-                trace.record_out(conn_id, seq, lc.name, lc.dialect, response)
+                trace.record_out(conn.conn_id, seq, lc.name, lc.dialect, response)
             framer_tpdu = swap_tpdu(tpdu) if tpdu is not None else None
             frame = self._out_framers[lc.name].frame(response, framer_tpdu)
             try:
-                await send_out.send(frame)
+                await conn.send_out.send(frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                log.info("response dropped: connection gone", listener=lc.name, peer=peer)
+                log.info("response dropped: connection gone", listener=lc.name, peer=conn.peer)
         finally:
-            session.end_request()
-            in_flight.release()
+            conn.session.end_request()
+            conn.in_flight.release()
 
-    async def _respond(
-        self, message: bytes, session: Session, dialect: _Dialect, lc: ListenerConfig,
-        peer: str, started: float,
-    ) -> bytes | None:
+    async def _respond(self, message: bytes, conn: _Conn, started: float) -> bytes | None:
+        lc, peer, session, dialect = conn.lc, conn.peer, conn.session, conn.dialect
         codec = dialect.codec
         try:
             fields = codec.decode(message)
