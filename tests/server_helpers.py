@@ -19,7 +19,7 @@ import hmac
 import itertools
 import struct
 import warnings
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -312,3 +312,21 @@ async def echo_ok(running: Running, listener: str = HEX_LISTENER) -> bool:
         terminal = Terminal()
         response = await client.call(terminal.seal(client.codec, terminal.network("301")))
         return response["t"] == "0810" and response["39"] == "00"
+
+
+def fail_once(monkeypatch: Any, owner: object, name: str, error: Exception,
+              before: Callable[[], object] | None = None) -> None:
+    """Make ``owner.name`` raise ``error`` on its first call (after running
+    ``before``, e.g. to leave a transaction open as a bug might), then behave."""
+    original = getattr(owner, name)
+    state = {"failed": False}
+
+    def once(*args: Any, **kwargs: Any) -> Any:
+        if not state["failed"]:
+            state["failed"] = True
+            if before is not None:
+                before()
+            raise error
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, once)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.server_helpers import Terminal, connect, start_switch
+from tests.server_helpers import Terminal, connect, fail_once, start_switch
 
 
 async def test_deadline_answers_91_and_posts_nothing(
@@ -54,17 +54,7 @@ async def test_failed_commit_answers_96_and_posts_nothing(
     nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     running = await start_switch(nursery, tmp_path)
-    store = running.switch.processor.store
-    original = store.commit
-    fail = {"once": True}
-
-    def flaky_commit():  # type: ignore[no-untyped-def]
-        if fail["once"]:
-            fail["once"] = False
-            raise OSError("disk full")
-        original()
-
-    monkeypatch.setattr(store, "commit", flaky_commit)
+    fail_once(monkeypatch, running.switch.processor.store, "commit", OSError("disk full"))
     terminal = Terminal()
     request = terminal.financial()
     async with connect(running) as client:
@@ -83,17 +73,9 @@ async def test_processor_bug_answers_96_and_the_switch_goes_on(
 ) -> None:
     running = await start_switch(nursery, tmp_path)
     processor = running.switch.processor
-    original = processor.process_batch
-    broken = {"once": True}
-
-    def buggy(requests):  # type: ignore[no-untyped-def]
-        if broken["once"]:
-            broken["once"] = False
-            processor.store.begin()  # leaves a transaction open, as a bug might
-            raise KeyError("a bug")
-        return original(requests)
-
-    monkeypatch.setattr(processor, "process_batch", buggy)
+    # A bug that leaves a transaction open, then raises.
+    fail_once(monkeypatch, processor, "process_batch", KeyError("a bug"),
+              before=processor.store.begin)
     terminal = Terminal()
     async with connect(running) as client:
         first = await client.call(terminal.seal(client.codec, terminal.financial()))

@@ -31,6 +31,7 @@ from tests.server_helpers import (
     check_mac,
     connect,
     echo_ok,
+    fail_once,
     make_config,
     start_switch,
 )
@@ -249,17 +250,8 @@ async def test_96_failed_posting_answers_96_and_others_go_on(
     nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     running = await start_switch(nursery, tmp_path)
-    store = running.switch.processor.store
-    original = store.insert_txn
-    calls = {"n": 0}
-
-    def flaky(txn):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("disk says no")
-        original(txn)
-
-    monkeypatch.setattr(store, "insert_txn", flaky)
+    fail_once(monkeypatch, running.switch.processor.store, "insert_txn",
+              RuntimeError("disk says no"))
     terminal = Terminal()
     async with connect(running) as client:
         first = await client.call(terminal.seal(client.codec, terminal.financial()))
