@@ -3,7 +3,7 @@ and a batch whose commit fails (96 for all of it, nothing posted)."""
 
 from __future__ import annotations
 
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,35 +11,45 @@ import trio
 
 from tests.server_helpers import Terminal, connect, fail_once, start_switch
 
+# Upper bound on how long the stalled batch waits for the test (a safety net
+# for a broken test, never reached when it passes).
+STALL_LIMIT_S = 30.0
+
 
 async def test_deadline_answers_91_and_posts_nothing(
     nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    running = await start_switch(nursery, tmp_path, timeouts__decision_deadline_s=0.5)
+    """No timing guesses: the first batch blocks (a stalled disk) until the
+    test has seen the queued request answered 91, so the order is forced."""
+    running = await start_switch(nursery, tmp_path, timeouts__decision_deadline_s=1.0)
     processor = running.switch.processor
     original = processor.process_batch
-    slow = {"first": True}
+    stalled = threading.Event()  # the first batch is in the writer's thread
+    release = threading.Event()  # the test has its 91: let the batch finish
+    first = {"batch": True}
 
-    def slow_first_batch(requests):  # type: ignore[no-untyped-def]
-        if slow["first"]:
-            slow["first"] = False
-            time.sleep(1.5)  # a stalled disk, in the writer's thread
+    def stalling_first_batch(requests):  # type: ignore[no-untyped-def]
+        if first["batch"]:
+            first["batch"] = False
+            stalled.set()
+            release.wait(STALL_LIMIT_S)
         return original(requests)
 
-    monkeypatch.setattr(processor, "process_batch", slow_first_batch)
+    monkeypatch.setattr(processor, "process_batch", stalling_first_batch)
     terminal = Terminal()
     taken = terminal.financial()
     queued = terminal.financial()
     answers: dict[str, str] = {}
-    async with connect(running) as first, connect(running) as second:
+    async with connect(running) as first_client, connect(running) as second:
 
         async def call(client, fields, name):  # type: ignore[no-untyped-def]
             answers[name] = (await client.call(terminal.seal(client.codec, fields)))["39"]
 
         async with trio.open_nursery() as inner:
-            inner.start_soon(call, first, taken, "taken")
-            await trio.sleep(0.2)  # the first batch is now in the writer's thread
-            inner.start_soon(call, second, queued, "queued")
+            inner.start_soon(call, first_client, taken, "taken")
+            await trio.to_thread.run_sync(stalled.wait, STALL_LIMIT_S)
+            await call(second, queued, "queued")  # waits out its deadline: 91
+            release.set()
         # Taken into a batch: its real decision, even past the deadline.
         assert answers == {"taken": "00", "queued": "91"}
         # The 91 stored nothing: the same request now is decided afresh.
