@@ -1073,7 +1073,7 @@ async def test_s4_switch_answers_91_and_96_are_maced_like_any_other(
     30 and 63 responses are not MACed": also the 91 of the decision deadline
     and the 96 of a failed commit, which the switch answers without the
     ledger (the terminal must be able to trust them too)."""
-    running = await start_switch(nursery, tmp_path, timeouts__decision_deadline_s=0.2)
+    running = await start_switch(nursery, tmp_path, timeouts__decision_deadline_s=1.0)
     processor = running.switch.processor
     original = processor.process_batch
     release = threading.Event()
