@@ -8,8 +8,10 @@ bytes and values between them and bounds everything:
 - connections: ``limits.max_connections`` (over it: accepted, logged, closed);
 - requests in flight per connection: ``limits.max_in_flight_per_connection``
   (at the bound the connection is not read until answers go out);
-- outgoing frames per connection: a bounded channel; a client that never
-  reads fills it, which stops its own reading, never anyone else's;
+- outgoing frames per connection: each request task sends its own answer
+  under the connection's FIFO send lock; a client that never reads blocks
+  its own request tasks there, so its in-flight bound stops its reading,
+  never anyone else's;
 - the writer queue: a bounded channel; batches of at most ``limits.max_batch``;
 - time: idle timeout, per-frame read timeout (from the first byte of a
   frame to its last), decision deadline (answered 91, nothing posted).
@@ -50,8 +52,6 @@ from iso_switch.server.trace import TraceRecorder, open_trace
 
 log = structlog.get_logger("iso_switch.server")
 
-# Outgoing frames queued per connection before request tasks wait.
-SEND_QUEUE_FRAMES = 64
 # Requests queued for the ledger writer before connections wait.
 WRITER_QUEUE_REQUESTS = 8192
 MAC_FIELDS = ("64", "128")
@@ -106,7 +106,11 @@ class _Conn:
     peer: str
     session: Session
     in_flight: trio.Semaphore
-    send_out: trio.MemorySendChannel[bytes]
+    stream: trio.SocketStream
+    # Responses go out in the order their tasks take the lock; a client that
+    # does not read blocks its own request tasks here, which stops its reads
+    # (in_flight), never anyone else's.
+    send_lock: trio.StrictFIFOLock
     conn_id: int = 0  # [trace]
 
 
@@ -254,22 +258,20 @@ class Switch:
         peer = _peer(stream)
         framer = Framer(lc.framing, tpdu=lc.tpdu, max_frame_bytes=limits.max_frame_bytes)
         session = Session(max_in_flight=limits.max_in_flight_per_connection)
-        send_out, send_in = trio.open_memory_channel[bytes](SEND_QUEUE_FRAMES)
         conn = _Conn(
             lc=lc, dialect=self.dialects[lc.name], peer=peer, session=session,
-            in_flight=trio.Semaphore(limits.max_in_flight_per_connection), send_out=send_out,
+            in_flight=trio.Semaphore(limits.max_in_flight_per_connection), stream=stream,
+            send_lock=trio.StrictFIFOLock(),
             conn_id=self.trace.next_connection_id() if self.trace is not None else 0,  # [trace]
         )
         log.debug("connection opened", listener=lc.name, peer=peer)
         reason = "closed by peer"
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._sender, stream, send_in)
-                async with send_out:
-                    reason = await self._read_loop(stream, framer, conn, nursery)
-                    # Finish what is in flight before the sender is told to stop.
-                    for _ in range(limits.max_in_flight_per_connection):
-                        await conn.in_flight.acquire()
+                reason = await self._read_loop(stream, framer, conn, nursery)
+                # Finish what is in flight (answers included) before closing.
+                for _ in range(limits.max_in_flight_per_connection):
+                    await conn.in_flight.acquire()
         # Nursery errors arrive as exception groups: a plain ``except`` would
         # miss them and one bad connection would take the whole switch down.
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -346,13 +348,6 @@ class Switch:
                 return "undecodable message"
         return "shutdown"
 
-    async def _sender(
-        self, stream: trio.SocketStream, send_in: trio.MemoryReceiveChannel[bytes]
-    ) -> None:
-        async with send_in:
-            async for frame in send_in:
-                await stream.send_all(frame)
-
     # -- one request --------------------------------------------------------
 
     async def _handle(self, message: bytes, tpdu: bytes | None, conn: _Conn) -> None:
@@ -370,7 +365,8 @@ class Switch:
             framer_tpdu = swap_tpdu(tpdu) if tpdu is not None else None
             frame = self._out_framers[lc.name].frame(response, framer_tpdu)
             try:
-                await conn.send_out.send(frame)
+                async with conn.send_lock:
+                    await conn.stream.send_all(frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 log.info("response dropped: connection gone", listener=lc.name, peer=conn.peer)
         finally:
