@@ -337,7 +337,12 @@ class Switch:
                     frame_deadline = None  # a frame ended: the next one starts its own clock
                     if isinstance(event, KeepAlive):
                         continue
-                    await conn.in_flight.acquire()
+                    # Without a checkpoint when a slot is free (the receive
+                    # above is this loop's checkpoint); waits at the bound.
+                    try:
+                        conn.in_flight.acquire_nowait()
+                    except trio.WouldBlock:
+                        await conn.in_flight.acquire()
                     conn.session.begin_request()
                     nursery.start_soon(self._handle, event.message, event.tpdu, conn)
             except RemoteProtocolError as exc:
@@ -425,7 +430,10 @@ class Switch:
         pending = _Pending(request)
         deadline = self.config.timeouts.decision_deadline_s
         with trio.move_on_after(deadline):
-            await self._send_writer.send(pending)
+            try:
+                self._send_writer.send_nowait(pending)  # the usual case: room
+            except trio.WouldBlock:
+                await self._send_writer.send(pending)
             await pending.done.wait()
         if pending.outcome is not None:
             return pending.outcome
