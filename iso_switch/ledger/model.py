@@ -114,11 +114,26 @@ class HoldExpired(LedgerError):
     pass
 
 
+# ``ts`` spells years below this one with strftime: ``isoformat`` pads the
+# year to four digits, C strftime's ``%Y`` may not.
+_ISOFORMAT_YEAR_MIN = 1000
+# isoformat of an aware UTC time ends with "+00:00".
+_UTC_OFFSET_CHARS = len("+00:00")
+
+
 def ts(moment: datetime) -> str:
-    """A sortable UTC text timestamp: the one spelling used in every column."""
+    """A sortable UTC text timestamp: the one spelling used in every column
+    (``YYYY-MM-DDTHH:MM:SS.ffffffZ``).
+
+    Built with ``isoformat`` (about half the cost of ``strftime``; the
+    processor stamps three columns per request); the text is the same as
+    ``strftime("%Y-%m-%dT%H:%M:%S.%fZ")``, which tests check."""
     if moment.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = moment.astimezone(UTC)
+    if utc.year < _ISOFORMAT_YEAR_MIN:
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc.isoformat(timespec="microseconds")[:-_UTC_OFFSET_CHARS] + "Z"
 
 
 def parse_ts(text: str) -> datetime:
