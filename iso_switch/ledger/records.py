@@ -287,6 +287,18 @@ class RecordsMixin:
             (card_id, day, amount_minor, count),
         )
 
+    def card_usage(self, card_id: int, day: str) -> tuple[int, int, int, int]:
+        """:meth:`daily_usage` of ``day`` followed by :meth:`usual_debit`, in
+        one statement (the processor needs both for every debit)."""
+        row = self.conn.execute(
+            "SELECT coalesce(sum(amount_minor) FILTER (WHERE day = ?1), 0), "
+            "coalesce(sum(count) FILTER (WHERE day = ?1), 0), "
+            "coalesce(sum(amount_minor), 0), coalesce(sum(count), 0) FROM card_daily "
+            "WHERE card_id = ?2",
+            (day, card_id),
+        ).fetchone()
+        return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
     def usual_debit(self, card_id: int) -> tuple[int, int]:
         """(total amount, count) of the card's approved debits on record."""
         row = self.conn.execute(
@@ -346,6 +358,14 @@ class RecordsMixin:
             "SELECT reversal_key FROM remembered_reversals WHERE orig_key = ?", (orig_key,)
         ).fetchone()
         return None if row is None else str(row[0])
+
+    def remembered_orig_keys(self, limit: int) -> set[str] | None:
+        """Every remembered original key, or None when there are more than
+        ``limit`` (the processor's in-memory negative filter)."""
+        rows = self.conn.execute(
+            "SELECT orig_key FROM remembered_reversals LIMIT ?", (limit + 1,)
+        ).fetchall()
+        return None if len(rows) > limit else {str(row[0]) for row in rows}
 
     def remember_reversal(self, orig_key: str, reversal_key: str, now: datetime) -> None:
         self.conn.execute(

@@ -32,6 +32,7 @@ from iso_switch.issuer import (
 from iso_switch.ledger import (
     Account,
     AccountClosed,
+    AccountNotFound,
     Entry,
     HoldState,
     InsufficientFunds,
@@ -79,6 +80,10 @@ VELOCITY_TIMES_PER_CARD_MAX = 64
 VELOCITY_CARDS_MAX = 100_000
 RRN_SEQUENCE_MODULUS = 10**8
 APPROVAL_CODE_MODULUS = 10**6
+# Remembered reversals (of originals not yet seen) held in memory as a
+# negative filter; past this many the filter is off and every original
+# looks its key up in the store, as without a filter.
+REMEMBERED_FILTER_MAX = 1_000_000
 
 
 def answer_0800(fields: Mapping[str, str]) -> dict[str, str]:
@@ -127,6 +132,11 @@ class _Work:
     de54: str = ""
     orig_key: str = ""
     pan_masked: str = ""
+    # The card's account, read with the card in one statement (None when
+    # the account row is missing: that is still found out after the PIN).
+    account: Account | None = None
+    # (total, count) of the card's approved debits, read with its daily usage.
+    usual: tuple[int, int] | None = None
 
 
 class Processor:
@@ -160,6 +170,11 @@ class Processor:
         self.issuers = store.load_issuers()
         self.bins = BinTable(store.load_routes())
         self.blacklist = store.load_blacklist()
+        # A superset of the original keys in remembered_reversals: keys are
+        # added when remembered and never dropped (a rolled back or pruned
+        # one only costs a lookup); another process's commit reloads it.
+        # None: too many to hold, look every original up.
+        self._remembered: set[str] | None = store.remembered_orig_keys(REMEMBERED_FILTER_MAX)
         self._data_version = store.data_version()
 
     def _refresh(self) -> None:
@@ -305,7 +320,9 @@ class Processor:
             return self._respond(request, p, stored, mac_ok, "stored")
         work = _Work(p, request, self._business_day(request.received_at), pan_masked=pan_masked)
         replay: tuple[str, ReplayState] | None = None
-        remembered = p.cls in ORIGINAL_CLASSES and store.remembered_reversal(p.key) is not None
+        remembered = p.cls in ORIGINAL_CLASSES and self._maybe_remembered(p.key) and (
+            store.remembered_reversal(p.key) is not None
+        )
         if p.ksn is not None:
             try:
                 ksn = parse_ksn(p.ksn)
@@ -331,6 +348,11 @@ class Processor:
             device, state = replay
             store.put_ksn_state(device, *state.to_tuple(), request.received_at)
         return self._respond(request, p, txn, mac_ok, "new")
+
+    def _maybe_remembered(self, key: str) -> bool:
+        """False only when no reversal of ``key`` can be remembered (the
+        filter saves one lookup per original)."""
+        return self._remembered is None or key in self._remembered
 
     def _business_day(self, moment: datetime) -> str:
         return moment.astimezone(self.zone).date().isoformat()
@@ -400,10 +422,11 @@ class Processor:
         if issuer is None or not issuer.available or issuer_id != ON_US_ISSUER:
             w.rc = "91"
             return None
-        card = self.store.card_by_hash(pan_hash(self.config.pan_hash_key, p.pan))
-        if card is None:
+        found = self.store.card_and_account_by_hash(pan_hash(self.config.pan_hash_key, p.pan))
+        if found is None:
             w.rc = "14"
             return None
+        card, w.account = found
         w.card = card
         if card_expired(card.expiry, p.expiry, w.request.received_at.astimezone(self.zone)):
             w.rc = "54"
@@ -436,7 +459,9 @@ class Processor:
         self._pin(w, card)
         if w.rc != "00":
             return
-        account = store.get_account(card.account_id)
+        account = w.account
+        if account is None:
+            raise AccountNotFound("no such account")
         if p.currency != account.currency:
             w.rc = "57"
             return
@@ -451,7 +476,8 @@ class Processor:
             return
         debit = code in DEBIT_CODES
         if debit:
-            used_minor, used_count = store.daily_usage(card.id, w.business_day)
+            used_minor, used_count, *usual = store.card_usage(card.id, w.business_day)
+            w.usual = (usual[0], usual[1])
             if used_minor + amount > card.limit_day_minor:
                 w.rc = "61"
                 return
@@ -551,7 +577,7 @@ class Processor:
             recent.append(now)
             if len(self._velocity) > VELOCITY_CARDS_MAX:
                 self._velocity.clear()
-            total, count = self.store.usual_debit(card.id)
+            total, count = w.usual if w.usual is not None else self.store.usual_debit(card.id)
             if amount_fires(p.amount_minor or 0, total, count, rules):
                 fired.append(("amount", rules.amount_action,
                               f"amount above {rules.amount_factor}x the card's average"))
@@ -610,6 +636,10 @@ class Processor:
         orig = store.get_txn(orig_key)
         if orig is None:
             store.remember_reversal(orig_key, p.key, now)
+            if self._remembered is not None:
+                self._remembered.add(orig_key)
+                if len(self._remembered) > REMEMBERED_FILTER_MAX:
+                    self._remembered = None
             w.state = "reversal-remembered"
             return
         if not w.pan_masked:

@@ -1,0 +1,109 @@
+"""The processor's hot-path shortcuts decide exactly as the plain lookups
+did: the store's folded queries return what the separate ones return, and
+the in-memory filter of remembered reversals never hides one, whether this
+processor or another process remembered it, across rollbacks and batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from iso_switch.issuer import pan_hash
+from iso_switch.processor import Processor, ProcessorConfig, Request, open_store
+from tests.helpers_ledger import (
+    ACCOUNT_RICH,
+    CARD_POOR,
+    CARD_RICH,
+    Env,
+    FakeHsm,
+    financial,
+    make_env,
+    reversal,
+)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    return make_env(tmp_path)
+
+
+def test_card_and_account_is_card_then_account(env: Env) -> None:
+    store, key = env.store, env.processor.config.pan_hash_key
+    for pan in (CARD_RICH, CARD_POOR):
+        card = store.card_by_hash(pan_hash(key, pan))
+        assert store.card_and_account_by_hash(pan_hash(key, pan)) == (
+            card, store.get_account(card.account_id))
+    assert store.card_and_account_by_hash(pan_hash(key, "4761739999999999")) is None
+
+
+def test_card_whose_account_is_missing_still_answers_96(env: Env) -> None:
+    store = env.store
+    with store.write():
+        store.conn.execute("DELETE FROM accounts WHERE number = ?", (ACCOUNT_RICH,))
+    card = store.card_by_hash(pan_hash(env.processor.config.pan_hash_key, CARD_RICH))
+    assert store.card_and_account_by_hash(card.pan_hash) == (card, None)
+    assert env.send(financial(env))["39"] == "96"
+
+
+@given(st.lists(st.tuples(st.sampled_from(["2025-03-01", "2025-03-02", "2025-03-03"]),
+                          st.integers(-10_000, 10_000), st.integers(-3, 3)), max_size=8),
+       st.sampled_from(["2025-03-01", "2025-03-02", "2025-03-04"]))
+def test_card_usage_is_daily_usage_then_usual_debit(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[tuple[str, int, int]], day: str,
+) -> None:
+    store = open_store(tmp_path_factory.mktemp("usage"), ProcessorConfig(synchronous="OFF"))
+    try:
+        with store.write():
+            for row_day, amount, count in rows:
+                store.add_daily_usage(7, row_day, amount, count)
+                store.add_daily_usage(8, row_day, 1, 1)  # another card never counts
+        assert store.card_usage(7, day) == (*store.daily_usage(7, day), *store.usual_debit(7))
+    finally:
+        store.close()
+
+
+def test_reversal_remembered_by_another_process_declines_the_late_original(
+    env: Env, tmp_path: Path,
+) -> None:
+    # This processor has loaded its filter (empty); another one, on its own
+    # connection, remembers a reversal: the next batch must still see it.
+    original = financial(env, amount=1_000)
+    other = Processor(open_store(tmp_path, ProcessorConfig(synchronous="OFF")), FakeHsm(),
+                      env.processor.config, clock=env.clock)
+    assert other.process(Request(reversal(env, original), "absent", env.clock.now)) \
+        .response["39"] == "00"
+    assert env.send(original)["39"] == "05"
+    assert env.balance(ACCOUNT_RICH) == (1_000_000, 1_000_000)
+
+
+def test_reversal_remembered_earlier_in_the_batch_declines_the_original(env: Env) -> None:
+    original = financial(env, amount=1_000)
+    now = env.clock.now
+    outcomes = env.processor.process_batch([
+        Request(reversal(env, original), "absent", now), Request(original, "absent", now),
+    ])
+    assert [o.response["39"] for o in outcomes] == ["00", "05"]
+
+
+def test_reversal_remembered_before_a_restart_declines_the_original(
+    env: Env, tmp_path: Path,
+) -> None:
+    original = financial(env, amount=1_000)
+    assert env.send(reversal(env, original))["39"] == "00"
+    restarted = Processor(open_store(tmp_path, ProcessorConfig(synchronous="OFF")),
+                          FakeHsm(), env.processor.config, clock=env.clock)
+    assert restarted.process(Request(original, "absent", env.clock.now)).response["39"] == "05"
+
+
+def test_filter_off_past_its_limit_still_decides(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    import iso_switch.processor.core as core
+
+    monkeypatch.setattr(core, "REMEMBERED_FILTER_MAX", 0)
+    original = financial(env, amount=1_000)
+    assert env.send(reversal(env, original))["39"] == "00"
+    assert env.processor._remembered is None
+    assert env.send(original)["39"] == "05"
+    assert env.send(financial(env, amount=1_000))["39"] == "00"
