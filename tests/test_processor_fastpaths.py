@@ -5,7 +5,9 @@ processor or another process remembered it, across rollbacks and batches."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -23,6 +25,10 @@ from tests.helpers_ledger import (
     make_env,
     reversal,
 )
+
+_PROCESSOR_FOR_RRN = Processor.__new__(Processor)
+_PROCESSOR_FOR_RRN.zone = ZoneInfo("Asia/Shanghai")
+_PROCESSOR_FOR_RRN._local_last = (None, datetime.fromtimestamp(0, UTC))
 
 
 @pytest.fixture
@@ -107,3 +113,14 @@ def test_filter_off_past_its_limit_still_decides(env: Env, monkeypatch: pytest.M
     assert env.processor._remembered is None
     assert env.send(original)["39"] == "05"
     assert env.send(financial(env, amount=1_000))["39"] == "00"
+
+
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31),
+                    timezones=st.just(UTC)), st.integers(0, 10**9))
+def test_rrn_spells_year_digit_and_day_of_year(moment: datetime, seq: int) -> None:
+    processor = _PROCESSOR_FOR_RRN
+    local = moment.astimezone(processor.zone)
+    expected = f"{local.year % 10}{local.timetuple().tm_yday:03d}{seq % 10**8:08d}"
+    assert processor._rrn(seq, moment) == expected
+    assert processor._rrn(seq, moment) == expected  # again, from the kept local time
+    assert processor._business_day(moment) == local.date().isoformat()

@@ -119,6 +119,8 @@ class HoldExpired(LedgerError):
 _ISOFORMAT_YEAR_MIN = 1000
 # isoformat of an aware UTC time ends with "+00:00".
 _UTC_OFFSET_CHARS = len("+00:00")
+# The last moment ``ts`` spelled and its text (datetimes are immutable).
+_last_ts: tuple[datetime | None, str] = (None, "")
 
 
 def ts(moment: datetime) -> str:
@@ -128,12 +130,21 @@ def ts(moment: datetime) -> str:
     Built with ``isoformat`` (about half the cost of ``strftime``; the
     processor stamps three columns per request); the text is the same as
     ``strftime("%Y-%m-%dT%H:%M:%S.%fZ")``, which tests check."""
+    global _last_ts
+    last = _last_ts
+    if last[0] is moment:  # a request stamps several columns with one moment
+        return last[1]
     if moment.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
     utc = moment.astimezone(UTC)
     if utc.year < _ISOFORMAT_YEAR_MIN:
-        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return utc.isoformat(timespec="microseconds")[:-_UTC_OFFSET_CHARS] + "Z"
+        text = utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    else:
+        text = utc.isoformat(timespec="microseconds")[:-_UTC_OFFSET_CHARS] + "Z"
+    # One tuple, replaced whole: a reader in another thread sees an old or
+    # a new pair, never a mix. Holding the moment keeps its identity unique.
+    _last_ts = (moment, text)
+    return text
 
 
 def parse_ts(text: str) -> datetime:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, fields
 from datetime import datetime
+from operator import attrgetter
 
 from iso_switch.ledger.model import ts
 
@@ -100,6 +101,7 @@ _TXN_INSERT = (
     + ", ".join("?" * (len(_TXN_COLUMNS) + 1))
     + ")"
 )
+_txn_values = attrgetter(*_TXN_COLUMNS, "seq")
 _CARD_COLUMNS = ", ".join(f.name for f in fields(CardRow))
 
 
@@ -324,9 +326,8 @@ class RecordsMixin:
         return None if row is None else _txn(row)
 
     def insert_txn(self, txn: TxnRow) -> None:
-        values = [getattr(txn, name) for name in _TXN_COLUMNS]
-        values[_TXN_COLUMNS.index("counts_daily")] = int(txn.counts_daily)
-        self.conn.execute(_TXN_INSERT, (*values, txn.seq))
+        # One C call for the 24 values; counts_daily (a bool) binds as 0/1.
+        self.conn.execute(_TXN_INSERT, _txn_values(txn))
 
     def update_txn(
         self, key: str, *, state: str, effective_minor: int, hold_id: int | None,

@@ -96,12 +96,32 @@ class _Row:
         self.currency = int(row[2])  # type: ignore[call-overload]
         self.kind = str(row[3])
         self.closed = bool(row[4])
-        self.dp, self.dpo, self.cp, self.cpo = (int(v) for v in row[5:9])  # type: ignore[call-overload]
+        self.dp = int(row[5])  # type: ignore[call-overload]
+        self.dpo = int(row[6])  # type: ignore[call-overload]
+        self.cp = int(row[7])  # type: ignore[call-overload]
+        self.cpo = int(row[8])  # type: ignore[call-overload]
         self.dirty = False
 
     def check_floor(self) -> None:
         if self.kind == AccountKind.CARDHOLDER and self.dp + self.dpo > self.cpo:
             raise InsufficientFunds(self.id)
+
+
+_TRANSFER_INSERT = (
+    "INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount_minor, "
+    "currency, pending_id, ref, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _load_rows_query(count: int) -> str:
+    marks = ",".join("?" * count)
+    return f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id IN ({marks})"  # noqa: S608
+
+
+# The account-loading statement per number of accounts a group touches
+# (built once; a transfer touches two).
+_LOAD_ROWS_PREBUILT_MAX = 8
+_LOAD_ROWS_QUERIES = {n: _load_rows_query(n) for n in range(1, _LOAD_ROWS_PREBUILT_MAX + 1)}
 
 
 def _account(row: Sequence[object]) -> Account:
@@ -414,14 +434,17 @@ class SqliteLedgerStore(RecordsMixin):
         return ids
 
     def _load_rows(self, ids: set[int]) -> dict[int, _Row]:
-        marks = ",".join("?" * len(ids))
-        rows = self.conn.execute(
-            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id IN ({marks})",  # noqa: S608
-            tuple(ids),
-        ).fetchall()
+        query = _LOAD_ROWS_QUERIES.get(len(ids))
+        if query is None:
+            query = _load_rows_query(len(ids))
+        rows = self.conn.execute(query, tuple(ids)).fetchall()
         if len(rows) != len(ids):
             raise AccountNotFound("no such account")
-        return {int(row[0]): _Row(row) for row in rows}
+        loaded = {}
+        for row in rows:
+            account = _Row(row)
+            loaded[account.id] = account
+        return loaded
 
     def _write(
         self,
@@ -431,11 +454,10 @@ class SqliteLedgerStore(RecordsMixin):
         hold_updates: dict[int, tuple[str, int]],
     ) -> None:
         conn = self.conn
-        conn.executemany(
-            "INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount_minor, "
-            "currency, pending_id, ref, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            transfer_rows,
-        )
+        if len(transfer_rows) == 1:  # the common case; execute is cheaper than executemany
+            conn.execute(_TRANSFER_INSERT, transfer_rows[0])
+        else:
+            conn.executemany(_TRANSFER_INSERT, transfer_rows)
         if hold_inserts:
             conn.executemany(
                 "INSERT INTO holds (id, debit_account_id, credit_account_id, amount_minor, "

@@ -15,7 +15,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from iso_switch.acquirer import CODES_BY_CLASS, mac_required, terminal_allows
@@ -158,6 +158,8 @@ class Processor:
         self._seq = 0
         self._last_prune: datetime | None = None
         self._velocity: dict[int, deque[datetime]] = {}
+        epoch = datetime.fromtimestamp(0, self.zone)
+        self._local_last: tuple[datetime | None, datetime] = (None, epoch)
         self.reload()
 
     # -- caches ------------------------------------------------------------
@@ -257,9 +259,20 @@ class Processor:
         self._seq += 1
         return self._seq
 
-    def _rrn(self, seq: int, when: datetime) -> str:
+    def _local(self, when: datetime) -> datetime:
+        """``when`` in the switch's time zone; a request asks up to three
+        times (RRN, business day, card expiry), so the last one is kept."""
+        cached = self._local_last
+        if cached[0] is when:
+            return cached[1]
         local = when.astimezone(self.zone)
-        return f"{local.year % 10}{local.timetuple().tm_yday:03d}{seq % RRN_SEQUENCE_MODULUS:08d}"
+        self._local_last = (when, local)
+        return local
+
+    def _rrn(self, seq: int, when: datetime) -> str:
+        local = self._local(when)
+        year_day = local.toordinal() - date(local.year, 1, 1).toordinal() + 1
+        return f"{local.year % 10}{year_day:03d}{seq % RRN_SEQUENCE_MODULUS:08d}"
 
     @staticmethod
     def _auth_code(seq: int) -> str:
@@ -355,7 +368,7 @@ class Processor:
         return self._remembered is None or key in self._remembered
 
     def _business_day(self, moment: datetime) -> str:
-        return moment.astimezone(self.zone).date().isoformat()
+        return self._local(moment).date().isoformat()
 
     def _store_decision(self, w: _Work) -> TxnRow:
         p, seq = w.p, self._next_seq()
@@ -428,7 +441,7 @@ class Processor:
             return None
         card, w.account = found
         w.card = card
-        if card_expired(card.expiry, p.expiry, w.request.received_at.astimezone(self.zone)):
+        if card_expired(card.expiry, p.expiry, self._local(w.request.received_at)):
             w.rc = "54"
         elif card.state != "active":
             w.rc = STATE_RESPONSE.get(card.state, "57")
