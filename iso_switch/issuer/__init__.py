@@ -9,6 +9,7 @@ the masked PAN; the full PAN exists only in the request being decided.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -50,7 +51,26 @@ def pan_valid(pan: str) -> bool:
 
 def pan_hash(key: bytes, pan: str) -> bytes:
     """The card lookup key at rest: HMAC-SHA256 of the PAN under ``key``."""
-    return hmac.new(key, pan.encode("ascii"), hashlib.sha256).digest()
+    return hmac_sha256(key, pan.encode("ascii"))
+
+
+# Keys whose HMAC state is kept (the PAN hash key and the content key: one
+# or two per process).
+_HMAC_KEYS_MAX = 8
+
+
+@functools.lru_cache(maxsize=_HMAC_KEYS_MAX)
+def _keyed_sha256(key: bytes) -> hmac.HMAC:
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
+def hmac_sha256(key: bytes, data: bytes) -> bytes:
+    """HMAC-SHA256 of ``data`` under ``key``, the same bytes as
+    ``hmac.digest``: the keyed state is built once per key and copied per
+    call (about 0.5 us cheaper; the processor takes two per request)."""
+    mac = _keyed_sha256(key).copy()
+    mac.update(data)
+    return mac.digest()
 
 
 def card_expired(card_expiry: str, presented_expiry: str, local_now: datetime) -> bool:

@@ -8,10 +8,10 @@ content for idempotency are computed here, once.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from iso_switch.issuer import hmac_sha256
 
 CLASS_OF_MTI = {
     "0100": "010", "0101": "010", "0200": "020", "0201": "020", "0220": "022", "0221": "022",
@@ -107,7 +107,7 @@ def _digits(value: str, field: str, *, exact: int = 0, most: int = 0) -> str:
 
 
 def _hex(value: str, field: str, length: int) -> str:
-    if len(value) != length or not set(value) <= _HEX:
+    if len(value) != length or not _HEX.issuperset(value):
         raise FormatError(f"DE{field} is not {length} hex characters")
     return value.upper()
 
@@ -122,7 +122,8 @@ def valid_mmddhhmmss(value: str) -> bool:
     (0230 and 0431 are not), an hour, minute and second."""
     if len(value) != 10 or not (value.isascii() and value.isdigit()):
         return False
-    month, day, hour, minute, second = (int(value[i:i + 2]) for i in range(0, 10, 2))
+    month, day = int(value[0:2]), int(value[2:4])
+    hour, minute, second = int(value[4:6]), int(value[6:8]), int(value[8:10])
     return (1 <= month <= 12 and 1 <= day <= _DAYS_IN_MONTH[month - 1] and hour < 24
             and minute < 60 and second < 60)
 
@@ -146,22 +147,37 @@ def _track2(value: str) -> tuple[str, str]:
     raise FormatError("DE35 has no separator")
 
 
+# Mandatory then listed optional fields per class: what a request may carry.
+_LISTED = {cls: MANDATORY[cls] + LISTED_OPTIONAL[cls] for cls in MANDATORY}
+
+
+def _is_digits(value: str, length: int) -> bool:
+    """The fast check before :func:`_digits`: ``length`` ASCII digits."""
+    return len(value) == length and value.isdigit() and value.isascii()
+
+
 def parse_request(fields: Mapping[str, str], content_key: bytes) -> Parsed:
     """Check a 01xx/02xx/04xx request and compute its key and content.
 
-    Raises :class:`FormatError` (answer 30) for anything malformed."""
+    Raises :class:`FormatError` (answer 30) for anything malformed.
+
+    Hot path (every request): each check first tries the cheap test of a
+    well-formed value and only calls :func:`_digits` (or the like) to raise
+    the precise error; the checks and their order are those of the plain
+    version, so the same requests pass and fail."""
     mti = fields.get("t", "")
     cls = CLASS_OF_MTI.get(mti)
     if cls is None:
         raise FormatError("MTI not accepted")
-    listed = MANDATORY[cls] + LISTED_OPTIONAL[cls]
-    f = {k: fields[k] for k in listed if k in fields}
+    f = {k: fields[k] for k in _LISTED[cls] if k in fields}
     for name in MANDATORY[cls]:
         if not f.get(name, "").strip():
             raise FormatError(f"DE{name} is missing")
     pan = expiry = ""
     if "2" in f:
-        pan = _digits(f["2"], "2", most=PAN_DIGITS_MAX)
+        pan = f["2"]
+        if not (len(pan) <= PAN_DIGITS_MAX and pan.isdigit() and pan.isascii()):
+            _digits(pan, "2", most=PAN_DIGITS_MAX)
     if "35" in f:
         track_pan, expiry = _track2(f["35"])
         if pan and track_pan != pan:
@@ -170,14 +186,34 @@ def parse_request(fields: Mapping[str, str], content_key: bytes) -> Parsed:
     if cls in ORIGINAL_CLASSES and not pan:
         raise FormatError("DE2 or DE35 is missing")
     if "14" in f:
-        expiry = _digits(f["14"], "14", exact=4)
-    code = _digits(f["3"], "3", exact=6) if "3" in f else ""
-    amount = int(_digits(f["4"], "4", most=AMOUNT_DIGITS_MAX)) if "4" in f else None
-    currency = int(_digits(f["49"], "49", exact=3)) if "49" in f else None
-    transmitted = _check_de7(f["7"])
-    stan = _digits(f["11"], "11", exact=6)
+        expiry = f["14"]
+        if not _is_digits(expiry, 4):
+            _digits(expiry, "14", exact=4)
+    code = ""
+    if "3" in f:
+        code = f["3"]
+        if not _is_digits(code, 6):
+            _digits(code, "3", exact=6)
+    amount = None
+    if "4" in f:
+        text = f["4"]
+        if not (len(text) <= AMOUNT_DIGITS_MAX and text.isdigit() and text.isascii()):
+            _digits(text, "4", most=AMOUNT_DIGITS_MAX)
+        amount = int(text)
+    currency = None
+    if "49" in f:
+        text = f["49"]
+        if not _is_digits(text, 3):
+            _digits(text, "49", exact=3)
+        currency = int(text)
+    transmitted = f["7"]
+    if not (_is_digits(transmitted, 10) and valid_mmddhhmmss(transmitted)):
+        _check_de7(transmitted)
+    stan = f["11"]
+    if not _is_digits(stan, 6):
+        _digits(stan, "11", exact=6)
     for name, length in (("12", 6), ("13", 4), ("22", 3)):
-        if name in f:
+        if name in f and not _is_digits(f[name], length):
             _digits(f[name], name, exact=length)
     acquirer = _digits(f["32"], "32", most=DE32_DIGITS_MAX).lstrip("0") if "32" in f else ""
     original = None
@@ -189,8 +225,7 @@ def parse_request(fields: Mapping[str, str], content_key: bytes) -> Parsed:
         actual = int(_digits(f["95"][:AMOUNT_DIGITS_MAX], "95", exact=AMOUNT_DIGITS_MAX))
     pin_block = bytes.fromhex(_hex(f["52"], "52", PIN_BLOCK_HEX_CHARS)) if "52" in f else None
     ksn = _hex(f["62"], "62", KSN_HEX_CHARS) if "62" in f else None
-    carries_mac = any(name in fields for name in MAC_FIELDS)
-    if (pin_block is not None or carries_mac) and ksn is None:
+    if ksn is None and (pin_block is not None or any(name in fields for name in MAC_FIELDS)):
         raise FormatError("DE62 (KSN) is missing")
     source = f.get("102", "").strip()
     dest = f.get("103", "").strip()
@@ -200,12 +235,13 @@ def parse_request(fields: Mapping[str, str], content_key: bytes) -> Parsed:
     # error (30) comes before "40 is not allowed on 0100" (12).
     if cls in ("010", "020") and code[:2] == "40" and not dest:
         raise FormatError("DE103 is missing for a transfer")
-    key = make_key(cls, f["41"], stan, transmitted, acquirer)
+    terminal_id = f["41"]
+    key = f"{cls}|{terminal_id}|{stan}|{transmitted}|{acquirer}"  # make_key, inlined
     content_text = "|".join((pan, code, f.get("4", ""), f.get("49", ""), source, dest))
-    content = hmac.new(content_key, content_text.encode(), hashlib.sha256).digest()
+    content = hmac_sha256(content_key, content_text.encode())
     return Parsed(
         mti=mti, cls=cls, pan=pan, expiry=expiry, code=code, amount_minor=amount,
-        currency=currency, terminal_id=f["41"], terminal=f["41"].strip(),
+        currency=currency, terminal_id=terminal_id, terminal=terminal_id.strip(),
         merchant=f["42"].strip(), stan=stan, transmitted=transmitted, acquirer=acquirer,
         original=original, actual_minor=actual, pin_block=pin_block, ksn=ksn,
         source_account=source, dest_account=dest, key=key, content=content,
