@@ -107,6 +107,7 @@ class _Row:
             raise InsufficientFunds(self.id)
 
 
+_POSTED = str(TransferKind.POSTED)
 _TRANSFER_INSERT = (
     "INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount_minor, "
     "currency, pending_id, ref, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -303,9 +304,34 @@ class SqliteLedgerStore(RecordsMixin):
     def transfer(
         self, debit: int, credit: int, amount_minor: int, currency: int, ref: str, now: datetime
     ) -> int:
-        return self.move(
-            [Entry(TransferKind.POSTED, debit, credit, amount_minor, currency, ref=ref)], now
-        )[0]
+        """One posted transfer: :meth:`move` of one ``POSTED`` entry, spelled
+        out (the processor's every purchase and withdrawal). The same checks
+        in the same order, the same transfer id (taken before the checks, as
+        :meth:`move` does), the same rows written."""
+        if not self._in_txn:
+            raise RuntimeError("ledger writes need an open transaction (begin)")
+        accounts = self._load_rows({debit, credit})
+        created_at = ts(now)
+        transfer_id = self._next_transfer_id
+        self._next_transfer_id += 1
+        debit_row, credit_row = accounts[debit], accounts[credit]
+        if amount_minor <= 0:
+            raise InvalidAmount("amount must be positive")
+        if debit == credit:
+            raise InvalidAmount("debit and credit accounts must differ")
+        if not debit_row.currency == credit_row.currency == currency:
+            raise CurrencyMismatch("accounts and transfer differ in currency")
+        for row in (debit_row, credit_row):
+            if row.closed:
+                raise AccountClosed(row.id)
+        debit_row.dpo += amount_minor
+        credit_row.cpo += amount_minor
+        debit_row.check_floor()
+        debit_row.dirty = credit_row.dirty = True
+        self._write(accounts, [(
+            transfer_id, _POSTED, debit, credit, amount_minor, currency, None, ref, created_at,
+        )], [], {})
+        return transfer_id
 
     def hold(
         self,
