@@ -36,21 +36,68 @@ def env(tmp_path: Path) -> Env:
     return make_env(tmp_path)
 
 
-def test_card_and_account_is_card_then_account(env: Env) -> None:
+def test_cached_card_is_the_card(env: Env) -> None:
     store, key = env.store, env.processor.config.pan_hash_key
-    for pan in (CARD_RICH, CARD_POOR):
-        card = store.card_by_hash(pan_hash(key, pan))
-        assert store.card_and_account_by_hash(pan_hash(key, pan)) == (
-            card, store.get_account(card.account_id))
-    assert store.card_and_account_by_hash(pan_hash(key, "4761739999999999")) is None
+    for pan in (CARD_RICH, CARD_POOR, CARD_RICH):
+        assert store.cached_card_by_hash(pan_hash(key, pan)) == store.card_by_hash(
+            pan_hash(key, pan))
+    assert store.cached_card_by_hash(pan_hash(key, "4761739999999999")) is None
+
+
+def test_card_changed_by_another_process_is_seen_by_the_next_batch(
+    env: Env, tmp_path: Path,
+) -> None:
+    assert env.send(financial(env))["39"] == "00"  # the card is cached now
+    admin = open_store(tmp_path, ProcessorConfig(synchronous="OFF"))
+    card = admin.card_by_hash(pan_hash(env.processor.config.pan_hash_key, CARD_RICH))
+    with admin.write():
+        admin.set_card_state(card.id, "lost")
+    assert env.send(financial(env))["39"] == "41"
+    with admin.write():
+        admin.set_card_state(card.id, "active")
+    assert env.send(financial(env))["39"] == "00"
+    admin.close()
+
+
+def test_pin_tries_written_in_a_failed_request_are_not_kept(
+    env: Env, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A wrong PIN writes the card's tries, then the request fails (96) and
+    # rolls back: the next request must see the tries as they were (0).
+    calls = {"n": 0}
+    real = env.store.insert_txn
+
+    def fail_first(txn: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("disk trouble")
+        real(txn)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(env.store, "insert_txn", fail_first)
+    assert env.send(financial(env, pin="0000"))["39"] == "96"
+    card = env.store.cached_card_by_hash(
+        pan_hash(env.processor.config.pan_hash_key, CARD_RICH))
+    assert card.pin_tries == 0
+    for _ in range(2):
+        assert env.send(financial(env, pin="0000"))["39"] == "55"
+    assert env.send(financial(env, pin="1234"))["39"] == "00"  # 2 wrong: not blocked
+
+
+def test_card_cache_starts_again_past_its_limit(env: Env,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import iso_switch.ledger.records as records
+
+    monkeypatch.setattr(records, "CARD_CACHE_MAX", 1)
+    store, key = env.store, env.processor.config.pan_hash_key
+    for pan in (CARD_RICH, CARD_POOR, CARD_RICH):
+        assert store.cached_card_by_hash(pan_hash(key, pan)) == store.card_by_hash(
+            pan_hash(key, pan))
+        assert len(store._card_cache) == 1
 
 
 def test_card_whose_account_is_missing_still_answers_96(env: Env) -> None:
-    store = env.store
-    with store.write():
-        store.conn.execute("DELETE FROM accounts WHERE number = ?", (ACCOUNT_RICH,))
-    card = store.card_by_hash(pan_hash(env.processor.config.pan_hash_key, CARD_RICH))
-    assert store.card_and_account_by_hash(card.pan_hash) == (card, None)
+    with env.store.write():
+        env.store.conn.execute("DELETE FROM accounts WHERE number = ?", (ACCOUNT_RICH,))
     assert env.send(financial(env))["39"] == "96"
 
 

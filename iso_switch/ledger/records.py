@@ -117,10 +117,17 @@ def _card(row: tuple[object, ...]) -> CardRow:
     return CardRow(*values)  # type: ignore[arg-type]
 
 
+# Cards kept by :meth:`RecordsMixin.cached_card_by_hash`; past this many the
+# cache starts again empty (a CardRow is about 600 bytes: 30 MB at most).
+CARD_CACHE_MAX = 50_000
+
+
 class RecordsMixin:
     """Store methods for the switch's own rows (mixed into the SQLite store)."""
 
     conn: sqlite3.Connection
+    # pan_hash -> card, as read (see cached_card_by_hash for when it is dropped).
+    _card_cache: dict[bytes, CardRow]
 
     # -- meta ------------------------------------------------------------
 
@@ -225,6 +232,7 @@ class RecordsMixin:
     # -- cards -----------------------------------------------------------
 
     def insert_card(self, card: CardRow, now: datetime) -> int:
+        self._card_cache.clear()
         values = [getattr(card, f.name) for f in fields(CardRow) if f.name != "id"]
         names = [f.name for f in fields(CardRow) if f.name != "id"]
         cursor = self.conn.execute(
@@ -249,6 +257,29 @@ class RecordsMixin:
         ).fetchone()
         return row is not None
 
+    def cached_card_by_hash(self, pan_hash: bytes) -> CardRow | None:
+        """:meth:`card_by_hash`, answered from memory when this connection
+        read the card before: the processor looks a card up per request and
+        a card row is 16 columns to convert, while cards change rarely.
+
+        The cache holds rows as read and is dropped whenever they could have
+        changed: this store's own card writes (``insert_card``,
+        ``set_pin_tries``, ``set_card_state``), any rollback (whole or to a
+        savepoint: a dropped write may have been read back), and another
+        connection's commit, which ``begin`` notices (``PRAGMA
+        data_version``) once it holds the write lock, so no other commit can
+        come until this transaction ends. Cards written with raw SQL on this
+        connection are not seen: write them through the methods above."""
+        cache = self._card_cache
+        card = cache.get(pan_hash)
+        if card is None:
+            card = self.card_by_hash(pan_hash)
+            if card is not None:
+                if len(cache) >= CARD_CACHE_MAX:
+                    cache.clear()
+                cache[pan_hash] = card
+        return card
+
     def card_by_hash(self, pan_hash: bytes) -> CardRow | None:
         row = self.conn.execute(
             f"SELECT {_CARD_COLUMNS} FROM cards WHERE pan_hash = ?", (pan_hash,)  # noqa: S608
@@ -266,12 +297,14 @@ class RecordsMixin:
         return [_card(r) for r in rows]
 
     def set_pin_tries(self, card_id: int, tries: int, blocked: bool) -> None:
+        self._card_cache.clear()
         self.conn.execute(
             "UPDATE cards SET pin_tries = ?, pin_blocked = ? WHERE id = ?",
             (tries, int(blocked), card_id),
         )
 
     def set_card_state(self, card_id: int, state: str) -> None:
+        self._card_cache.clear()
         self.conn.execute("UPDATE cards SET state = ? WHERE id = ?", (state, card_id))
 
     def daily_usage(self, card_id: int, day: str) -> tuple[int, int]:

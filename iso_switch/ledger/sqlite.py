@@ -23,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -43,7 +43,7 @@ from iso_switch.ledger.model import (
     parse_ts,
     ts,
 )
-from iso_switch.ledger.records import CardRow, RecordsMixin, _card
+from iso_switch.ledger.records import RecordsMixin
 from iso_switch.ledger.schema import MIGRATIONS
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -57,12 +57,6 @@ STATEMENT_CACHE_SIZE = 512
 _ACCOUNT_COLUMNS = (
     "id, number, currency, kind, closed, debits_pending, debits_posted, "
     "credits_pending, credits_posted"
-)
-_CARD_FIELDS = len(fields(CardRow))
-_CARD_ACCOUNT_SELECT = (
-    "SELECT " + ", ".join(f"c.{f.name}" for f in fields(CardRow)) + ", "  # noqa: S608
-    + ", ".join(f"a.{name.strip()}" for name in _ACCOUNT_COLUMNS.split(","))
-    + " FROM cards c LEFT JOIN accounts a ON a.id = c.account_id WHERE c.pan_hash = ?"
 )
 
 
@@ -171,6 +165,8 @@ class SqliteLedgerStore(RecordsMixin):
         self.conn.execute("PRAGMA foreign_keys=OFF")
         self._in_txn = False
         self._next_transfer_id = 1
+        self._card_cache = {}
+        self._seen_data_version = -1
         self.migrate()
 
     # -- lifecycle and transactions ------------------------------------
@@ -208,9 +204,15 @@ class SqliteLedgerStore(RecordsMixin):
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
     def begin(self) -> None:
-        """Start the write transaction of one batch (takes the write lock)."""
+        """Start the write transaction of one batch (takes the write lock).
+        Drops the cached cards if another connection has committed since
+        (no other can until this transaction ends)."""
         self.conn.execute("BEGIN IMMEDIATE")
         self._in_txn = True
+        version = self.data_version()
+        if version != self._seen_data_version:
+            self._card_cache.clear()
+            self._seen_data_version = version
         row = self.conn.execute("SELECT max(id) FROM transfers").fetchone()
         self._next_transfer_id = int(row[0] or 0) + 1
 
@@ -220,6 +222,7 @@ class SqliteLedgerStore(RecordsMixin):
         self._in_txn = False
 
     def rollback(self) -> None:
+        self._card_cache.clear()
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
         self._in_txn = False
@@ -231,6 +234,7 @@ class SqliteLedgerStore(RecordsMixin):
         self.conn.execute("RELEASE request")
 
     def rollback_to(self) -> None:
+        self._card_cache.clear()
         self.conn.execute("ROLLBACK TO request")
         self.conn.execute("RELEASE request")
 
@@ -265,17 +269,6 @@ class SqliteLedgerStore(RecordsMixin):
         if row is None:
             raise AccountNotFound("no such account")
         return _account(row)
-
-    def card_and_account_by_hash(self, pan_hash: bytes) -> tuple[CardRow, Account | None] | None:
-        """The card under ``pan_hash`` and its account (None when the account
-        row is missing), in one statement: what :meth:`card_by_hash` then
-        :meth:`get_account` return, for the processor's hot path."""
-        row = self.conn.execute(_CARD_ACCOUNT_SELECT, (pan_hash,)).fetchone()
-        if row is None:
-            return None
-        card = _card(row[:_CARD_FIELDS])
-        account = None if row[_CARD_FIELDS] is None else _account(row[_CARD_FIELDS:])
-        return card, account
 
     def account_by_number(self, number: str) -> Account | None:
         row = self.conn.execute(

@@ -32,7 +32,6 @@ from iso_switch.issuer import (
 from iso_switch.ledger import (
     Account,
     AccountClosed,
-    AccountNotFound,
     Entry,
     HoldState,
     InsufficientFunds,
@@ -132,9 +131,6 @@ class _Work:
     de54: str = ""
     orig_key: str = ""
     pan_masked: str = ""
-    # The card's account, read with the card in one statement (None when
-    # the account row is missing: that is still found out after the PIN).
-    account: Account | None = None
     # (total, count) of the card's approved debits, read with its daily usage.
     usual: tuple[int, int] | None = None
 
@@ -435,11 +431,10 @@ class Processor:
         if issuer is None or not issuer.available or issuer_id != ON_US_ISSUER:
             w.rc = "91"
             return None
-        found = self.store.card_and_account_by_hash(pan_hash(self.config.pan_hash_key, p.pan))
-        if found is None:
+        card = self.store.cached_card_by_hash(pan_hash(self.config.pan_hash_key, p.pan))
+        if card is None:
             w.rc = "14"
             return None
-        card, w.account = found
         w.card = card
         if card_expired(card.expiry, p.expiry, self._local(w.request.received_at)):
             w.rc = "54"
@@ -472,9 +467,7 @@ class Processor:
         self._pin(w, card)
         if w.rc != "00":
             return
-        account = w.account
-        if account is None:
-            raise AccountNotFound("no such account")
+        account = store.get_account(card.account_id)
         if p.currency != account.currency:
             w.rc = "57"
             return
