@@ -117,6 +117,15 @@ def _load_rows_query(count: int) -> str:
 # (built once; a transfer touches two).
 _LOAD_ROWS_PREBUILT_MAX = 8
 _LOAD_ROWS_QUERIES = {n: _load_rows_query(n) for n in range(1, _LOAD_ROWS_PREBUILT_MAX + 1)}
+# Two distinct ids (every transfer): two point lookups joined by UNION ALL
+# take 2.8 us where "IN (?, ?)" (an ephemeral index) takes 4.0 us.
+_LOAD_ROWS_QUERIES[2] = (
+    f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1 UNION ALL "  # noqa: S608
+    f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ?2"
+)
+
+
+_ACCOUNT_KINDS = {str(kind): kind for kind in AccountKind}
 
 
 def _account(row: Sequence[object]) -> Account:
@@ -124,7 +133,8 @@ def _account(row: Sequence[object]) -> Account:
         id=int(row[0]),  # type: ignore[call-overload]
         number=str(row[1]),
         currency=int(row[2]),  # type: ignore[call-overload]
-        kind=AccountKind(str(row[3])),
+        # A dict lookup, not the enum call; an unknown kind still raises ValueError.
+        kind=_ACCOUNT_KINDS.get(row[3]) or AccountKind(str(row[3])),  # type: ignore[call-overload]
         closed=bool(row[4]),
         debits_pending=int(row[5]),  # type: ignore[call-overload]
         debits_posted=int(row[6]),  # type: ignore[call-overload]
