@@ -451,9 +451,9 @@ class Switch:
         codec = dialect.codec
         if not outcome.mac_response:
             return codec.encode(response)
-        key = _mac_field(response) if "1" in response else (
-            "128" if any(k.isdigit() and 64 < int(k) <= 128 for k in response) else "64"
-        )
+        # Response dicts carry no bitmap keys: a field above 64 means the
+        # codec writes a secondary bitmap, so the MAC goes in DE128.
+        key = "128" if any(k.isdigit() and 64 < int(k) <= 128 for k in response) else "64"
         size = dialect.mac_wire_bytes[key]
         placeholder = "0" * (16 if dialect.mac_binary[key] else size)
         raw = codec.encode({**response, key: placeholder})
