@@ -12,7 +12,8 @@ bytes and values between them and bounds everything:
   under the connection's FIFO send lock; a client that never reads blocks
   its own request tasks there, so its in-flight bound stops its reading,
   never anyone else's;
-- the writer queue: a bounded channel; batches of at most ``limits.max_batch``;
+- the writer queue: ``WRITER_QUEUE_REQUESTS`` slots (queued or being
+  decided); the ledger pump thread takes batches of at most ``limits.max_batch``;
 - time: idle timeout, per-frame read timeout (from the first byte of a
   frame to its last), decision deadline (answered 91, nothing posted).
 """
@@ -22,7 +23,9 @@ from __future__ import annotations
 import enum
 import itertools
 import signal
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -169,9 +172,9 @@ class Switch:
         }
         self.connections = 0
         self.bound: list[tuple[str, str, int]] = []
-        self._send_writer, self._receive_writer = trio.open_memory_channel[_Pending](
-            WRITER_QUEUE_REQUESTS
-        )
+        # Requests queued or in a batch: at the bound, request tasks wait.
+        self._queue_slots = trio.Semaphore(WRITER_QUEUE_REQUESTS)
+        self._pump = _LedgerPump(self.ledger, config.limits.max_batch)
         self._stop = trio.Event()
         self._read_scopes: set[trio.CancelScope] = set()
         # [trace] message trace (off by default): see iso_switch/server/trace.py.
@@ -196,32 +199,38 @@ class Switch:
         limits = self.config.limits
         timeouts = self.config.timeouts
         async with trio.open_nursery() as root:
+            self._pump.bind(self._deliver, trio.lowlevel.current_trio_token())
             root.start_soon(self._writer)
             if self.trace is not None:  # [trace] its file is open before we listen
                 await root.start(self.trace.run)
             if self.handle_signals:
                 root.start_soon(self._watch_signals)
-            async with trio.open_nursery() as connections:
-                async with trio.open_nursery() as accepting:
-                    for lc in self.config.listeners:
-                        listeners = await trio.open_tcp_listeners(lc.port, host=lc.host)
-                        for listener in listeners:
-                            sockname = listener.socket.getsockname()
-                            self.bound.append((lc.name, sockname[0], sockname[1]))
-                            log.info("listening", listener=lc.name, host=sockname[0],
-                                     port=sockname[1], dialect=lc.dialect, framing=lc.framing,
-                                     tpdu=lc.tpdu, max_connections=limits.max_connections)
-                            accepting.start_soon(self._accept, listener, lc, connections)
-                    task_status.started(list(self.bound))
-                    await self._stop.wait()
-                    log.info("shutting down", grace_s=timeouts.shutdown_grace_s)
-                    accepting.cancel_scope.cancel()
-                    for scope in list(self._read_scopes):
-                        scope.cancel()
-                # Connections finish what is in flight, then close; past the
-                # grace period they are cut.
-                connections.cancel_scope.deadline = trio.current_time() + timeouts.shutdown_grace_s
-            self._send_writer.close()  # the writer drains, commits and stops
+            try:
+                async with trio.open_nursery() as connections:
+                    async with trio.open_nursery() as accepting:
+                        for lc in self.config.listeners:
+                            listeners = await trio.open_tcp_listeners(lc.port, host=lc.host)
+                            for listener in listeners:
+                                sockname = listener.socket.getsockname()
+                                self.bound.append((lc.name, sockname[0], sockname[1]))
+                                log.info("listening", listener=lc.name, host=sockname[0],
+                                         port=sockname[1], dialect=lc.dialect, framing=lc.framing,
+                                         tpdu=lc.tpdu, max_connections=limits.max_connections)
+                                accepting.start_soon(self._accept, listener, lc, connections)
+                        task_status.started(list(self.bound))
+                        await self._stop.wait()
+                        log.info("shutting down", grace_s=timeouts.shutdown_grace_s)
+                        accepting.cancel_scope.cancel()
+                        for scope in list(self._read_scopes):
+                            scope.cancel()
+                    # Connections finish what is in flight, then close; past the
+                    # grace period they are cut.
+                    grace_end = trio.current_time() + timeouts.shutdown_grace_s
+                    connections.cancel_scope.deadline = grace_end
+            finally:
+                # Also when cancelled from outside: the pump thread decides
+                # what is queued and stops, so the writer task can end.
+                self._pump.close()
             if self.trace is not None:  # [trace] write what is left, then stop
                 self.trace.close()
         log.info("stopped")
@@ -429,21 +438,25 @@ class Switch:
     async def _decide(self, request: Request) -> Outcome:
         pending = _Pending(request)
         deadline = self.config.timeouts.decision_deadline_s
+        queued = False
         with trio.move_on_after(deadline):
             try:
-                self._send_writer.send_nowait(pending)  # the usual case: room
+                self._queue_slots.acquire_nowait()  # the usual case: room
             except trio.WouldBlock:
-                await self._send_writer.send(pending)
+                await self._queue_slots.acquire()
+            self._pump.submit(pending)
+            queued = True
             await pending.done.wait()
         if pending.outcome is not None:
             return pending.outcome
-        if pending.state is _State.TAKEN:
-            # Its batch is committing: the decision will be real, wait for it.
-            await pending.done.wait()
-            assert pending.outcome is not None
-            return pending.outcome
-        pending.state = _State.CANCELLED
-        return _plain(request, "91", "deadline")
+        if self._pump.cancel(pending):  # not taken into a batch: nothing decided
+            if queued:
+                self._queue_slots.release()
+            return _plain(request, "91", "deadline")
+        # Its batch is being decided: the decision will be real, wait for it.
+        await pending.done.wait()
+        assert pending.outcome is not None
+        return pending.outcome
 
     def _encode_response(self, outcome: Outcome, request: Mapping[str, str],
                          dialect: _Dialect) -> bytes:
@@ -464,45 +477,107 @@ class Switch:
     # -- the ledger writer --------------------------------------------------
 
     async def _writer(self) -> None:
-        """Group commit: take what is queued (up to max_batch), decide it in
-        one transaction in a worker thread, answer, repeat."""
-        max_batch = self.config.limits.max_batch
-        async with self._receive_writer:
-            while True:
-                try:
-                    first = await self._receive_writer.receive()
-                except trio.EndOfChannel:
-                    break
-                batch = [first]
-                while len(batch) < max_batch:
-                    try:
-                        batch.append(self._receive_writer.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                live = [p for p in batch if p.state is _State.QUEUED]
-                for pending in live:
-                    pending.state = _State.TAKEN
-                if not live:
-                    continue
-                outcomes = await self._run_batch([p.request for p in live])
-                for pending, outcome in zip(live, outcomes, strict=True):
-                    pending.outcome = outcome
-                    pending.done.set()
-        await trio.to_thread.run_sync(self.ledger.close)
+        """Run the ledger pump (a thread of its own) until shutdown closes it.
 
-    async def _run_batch(self, requests: list[Request]) -> list[Outcome]:
+        The pump takes batches straight from a thread-safe queue and hands
+        each result back to trio in one callback. Driving the ledger from a
+        trio task instead cost a scheduler round (every answer task just
+        woken runs first) between a batch's result and the next batch's
+        start: about 2 ms of ledger idleness per batch at 50 terminals."""
+        await trio.to_thread.run_sync(self._pump.run, abandon_on_cancel=False)
+
+    def _deliver(self, live: list[_Pending], outcomes: list[Outcome]) -> None:
+        """In the trio thread: a batch's decisions reach their request tasks."""
+        release = self._queue_slots.release
+        for pending, decided in zip(live, outcomes, strict=True):
+            pending.outcome = decided
+            pending.done.set()
+            release()
+
+
+class _LedgerPump:
+    """Group commit in a thread of its own: wait for queued requests, take
+    up to ``max_batch`` of them, have the ledger decide them in one
+    transaction, hand the decisions to trio, repeat.
+
+    ``lock`` guards the queue and every request's state: a request is
+    either taken into a batch here (then always decided) or cancelled by
+    its deadline in the trio thread (then answered 91, never decided),
+    never both."""
+
+    def __init__(self, ledger: LedgerWorker, max_batch: int) -> None:
+        self.ledger = ledger
+        self.max_batch = max_batch
+        self.lock = threading.Lock()
+        self._ready = threading.Condition(self.lock)
+        self._queue: deque[_Pending] = deque()
+        self._closing = False
+        self._deliver: Callable[[list[_Pending], list[Outcome]], None] | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+
+    def bind(self, deliver: Callable[[list[_Pending], list[Outcome]], None],
+             token: trio.lowlevel.TrioToken) -> None:
+        self._deliver, self._token = deliver, token
+
+    def submit(self, pending: _Pending) -> None:
+        with self._ready:
+            self._queue.append(pending)
+            self._ready.notify()
+
+    def cancel(self, pending: _Pending) -> bool:
+        """Cancel a request not yet taken into a batch; False if it was."""
+        with self.lock:
+            if pending.state is not _State.QUEUED:
+                return False
+            pending.state = _State.CANCELLED
+            return True
+
+    def close(self) -> None:
+        """Decide what is queued, then stop (and close the ledger)."""
+        with self._ready:
+            self._closing = True
+            self._ready.notify()
+
+    def run(self) -> None:
+        assert self._deliver is not None and self._token is not None
+        deliver, token = self._deliver, self._token
         try:
-            return await trio.to_thread.run_sync(self.ledger.process_batch, requests,
-                                                 abandon_on_cancel=False)
+            while True:
+                with self._ready:
+                    while not self._queue and not self._closing:
+                        self._ready.wait()
+                    if not self._queue:
+                        break
+                    live: list[_Pending] = []
+                    queue = self._queue
+                    while queue and len(live) < self.max_batch:
+                        pending = queue.popleft()
+                        if pending.state is _State.QUEUED:
+                            pending.state = _State.TAKEN
+                            live.append(pending)
+                if live:
+                    outcomes = self.decide([p.request for p in live])
+                    token.run_sync_soon(deliver, live, outcomes)
+        finally:
+            self.ledger.close()
+
+    def decide(self, requests: list[Request]) -> list[Outcome]:
+        """One batch. Never raises: a failed commit or a processor bug
+        answers the whole batch 96 (nothing of it posted) and the pump,
+        with the switch, goes on."""
+        try:
+            return self.ledger.process_batch(requests)
         except CommitFailed:
             log.error("batch commit failed: answering 96, nothing posted", size=len(requests))
             return [_plain(r, "96", "commit failed") for r in requests]
         except Exception as exc:
-            # A bug in the processor must not stop the writer (and with it
-            # the switch): roll back whatever is open, answer 96, go on.
+            # Roll back whatever the bug left open before the next batch.
             log.error("batch failed unexpectedly: answering 96", size=len(requests),
                       error=type(exc).__name__)
-            await trio.to_thread.run_sync(self.ledger.recover)
+            try:
+                self.ledger.recover()
+            except Exception as again:
+                log.error("recovery after a failed batch failed", error=type(again).__name__)
             return [_plain(r, "96", "processor error") for r in requests]
 
 
