@@ -1,4 +1,4 @@
-"""The trio switch: listeners, connection tasks, the ledger writer, shutdown.
+"""The trio switch: listeners, connection tasks, the ledger pump, shutdown.
 
 The only package that imports trio. Everything it calls is sans-I/O:
 ``Framer`` cuts frames, ``Codec`` decodes, the ``Hsm`` checks MACs, the
@@ -8,26 +8,31 @@ bytes and values between them and bounds everything:
 - connections: ``limits.max_connections`` (over it: accepted, logged, closed);
 - requests in flight per connection: ``limits.max_in_flight_per_connection``
   (at the bound the connection is not read until answers go out);
-- outgoing frames per connection: each request task sends its own answer
-  under the connection's FIFO send lock; a client that never reads blocks
-  its own request tasks there, so its in-flight bound stops its reading,
-  never anyone else's;
+- outgoing frames per connection: there is no task per request. The read
+  loop decodes, verifies the MAC and queues; each decided batch comes back
+  in one callback that encodes, MACs, logs and writes every answer straight
+  to its socket (non-blocking). What a socket does not take waits, in
+  order, in that connection's outbox for a flusher task; a request's
+  in-flight slot is freed only when its answer is written, so a client that
+  never reads stops its own reading, never anyone else's;
 - the writer queue: ``WRITER_QUEUE_REQUESTS`` slots (queued or being
   decided); the ledger pump thread takes batches of at most ``limits.max_batch``;
 - time: idle timeout, per-frame read timeout (from the first byte of a
-  frame to its last), decision deadline (answered 91, nothing posted).
+  frame to its last), decision deadline (one task answers 91 to requests
+  still queued at theirs, nothing posted; the queue is in deadline order).
 """
 
 from __future__ import annotations
 
 import enum
 import itertools
+import os
 import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -67,14 +72,18 @@ class _State(enum.Enum):
     CANCELLED = 3
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Pending:
-    """One request on its way through the writer."""
+    """One request on its way through the ledger pump, with what its
+    answer needs (there is no task per request: see ``Switch._answer``)."""
 
     request: Request
+    conn: _Conn
+    tpdu: bytes | None
+    started: float  # perf_counter when its frame was taken
+    deadline: float  # trio time: past it, still queued, it is answered 91
+    seq: int = 0  # [trace]
     state: _State = _State.QUEUED
-    outcome: Outcome | None = None
-    done: trio.Event = field(default_factory=trio.Event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +109,9 @@ def _dialect(name: str) -> _Dialect:
     return _Dialect(codec, sizes, binary, codec.fields["t"].binary)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Conn:
-    """One connection's state, shared by its reader and request tasks."""
+    """One connection's state, shared by its reader and the answer path."""
 
     lc: ListenerConfig
     dialect: _Dialect
@@ -110,10 +119,17 @@ class _Conn:
     session: Session
     in_flight: trio.Semaphore
     stream: trio.SocketStream
-    # Responses go out in the order their tasks take the lock; a client that
-    # does not read blocks its own request tasks here, which stops its reads
-    # (in_flight), never anyone else's.
-    send_lock: trio.StrictFIFOLock
+    nursery: trio.Nursery | None = None
+    # Answers are written straight to the socket (non-blocking) in the
+    # order they are ready; what the kernel does not take waits here, in
+    # order, for a flusher task. A client that does not read fills it, its
+    # in-flight slots stay taken and its reads stop; nobody else waits.
+    outbox: deque[bytes] | None = None
+    flushing: bool = False
+    # Set before the socket is closed: no answer may be written after it
+    # (its file descriptor number could already belong to a new connection).
+    closed: bool = False
+    read_scope: trio.CancelScope | None = None
     conn_id: int = 0  # [trace]
 
 
@@ -175,6 +191,7 @@ class Switch:
         # Requests queued or in a batch: at the bound, request tasks wait.
         self._queue_slots = trio.Semaphore(WRITER_QUEUE_REQUESTS)
         self._pump = _LedgerPump(self.ledger, config.limits.max_batch)
+        self._expire_scope = trio.CancelScope()
         self._stop = trio.Event()
         self._read_scopes: set[trio.CancelScope] = set()
         # [trace] message trace (off by default): see iso_switch/server/trace.py.
@@ -201,6 +218,7 @@ class Switch:
         async with trio.open_nursery() as root:
             self._pump.bind(self._deliver, trio.lowlevel.current_trio_token())
             root.start_soon(self._writer)
+            root.start_soon(self._expire)
             if self.trace is not None:  # [trace] its file is open before we listen
                 await root.start(self.trace.run)
             if self.handle_signals:
@@ -231,6 +249,7 @@ class Switch:
                 # Also when cancelled from outside: the pump thread decides
                 # what is queued and stops, so the writer task can end.
                 self._pump.close()
+                self._expire_scope.cancel()
             if self.trace is not None:  # [trace] write what is left, then stop
                 self.trace.close()
         log.info("stopped")
@@ -270,14 +289,14 @@ class Switch:
         conn = _Conn(
             lc=lc, dialect=self.dialects[lc.name], peer=peer, session=session,
             in_flight=trio.Semaphore(limits.max_in_flight_per_connection), stream=stream,
-            send_lock=trio.StrictFIFOLock(),
             conn_id=self.trace.next_connection_id() if self.trace is not None else 0,  # [trace]
         )
         log.debug("connection opened", listener=lc.name, peer=peer)
         reason = "closed by peer"
         try:
             async with trio.open_nursery() as nursery:
-                reason = await self._read_loop(stream, framer, conn, nursery)
+                conn.nursery = nursery
+                reason = await self._read_loop(stream, framer, conn)
                 # Finish what is in flight (answers included) before closing.
                 for _ in range(limits.max_in_flight_per_connection):
                     await conn.in_flight.acquire()
@@ -293,16 +312,15 @@ class Switch:
                       error=[type(e).__name__ for e in group.exceptions])
             reason = "internal error"
         finally:
+            conn.closed = True
             self.connections -= 1
             with trio.CancelScope(shield=True):
                 await stream.aclose()
             log.info("connection closed", listener=lc.name, peer=peer, reason=reason,
                      requests=session.requests_total)
 
-    async def _read_loop(
-        self, stream: trio.SocketStream, framer: Framer, conn: _Conn, nursery: trio.Nursery
-    ) -> str:
-        """Read frames and start a task per request. Returns why it stopped."""
+    async def _read_loop(self, stream: trio.SocketStream, framer: Framer, conn: _Conn) -> str:
+        """Read frames and take each request. Returns why it stopped."""
         lc, peer = conn.lc, conn.peer
         timeouts = self.config.timeouts
         deadline_s = timeouts.idle_timeout_s
@@ -322,19 +340,23 @@ class Switch:
                 frame_deadline = None
                 deadline = trio.current_time() + deadline_s
             # The scope is registered so that shutdown() can stop the read
-            # (in-flight requests still finish): cheaper than a watcher task
-            # per receive.
+            # (in-flight requests still finish), and so that a failed write
+            # can end the connection: cheaper than a watcher task per receive.
             with trio.move_on_at(deadline) as scope:
                 self._read_scopes.add(scope)
+                conn.read_scope = scope
                 if self._stop.is_set():  # set after the loop's check
                     scope.cancel()
                 try:
                     data = await stream.receive_some(RECEIVE_CHUNK_BYTES)
                 finally:
                     self._read_scopes.discard(scope)
+                    conn.read_scope = None
             if scope.cancelled_caught:
                 if self._stop.is_set():
                     return "shutdown"
+                if conn.closed:
+                    return "peer reset"
                 log.info("connection timed out", listener=lc.name, peer=peer,
                          partial_frame=framer.has_partial_frame, timeout_s=deadline_s)
                 return "frame read timeout" if framer.has_partial_frame else "idle timeout"
@@ -353,42 +375,28 @@ class Switch:
                     except trio.WouldBlock:
                         await conn.in_flight.acquire()
                     conn.session.begin_request()
-                    nursery.start_soon(self._handle, event.message, event.tpdu, conn)
+                    await self._take(event.message, event.tpdu, conn)
             except RemoteProtocolError as exc:
                 log.warning("protocol error: closing connection", listener=lc.name, peer=peer,
                             error=str(exc))
                 return "protocol error"
             except _CloseConnection:
                 return "undecodable message"
+            if conn.closed:  # a write failed: the peer is gone
+                return "peer reset"
         return "shutdown"
 
     # -- one request --------------------------------------------------------
 
-    async def _handle(self, message: bytes, tpdu: bytes | None, conn: _Conn) -> None:
+    async def _take(self, message: bytes, tpdu: bytes | None, conn: _Conn) -> None:
+        """Decode one request, answer it if it is network management, else
+        verify its MAC and queue it for the ledger. Its in-flight slot (taken
+        by the caller) is released when its answer is written."""
         started = time.perf_counter()
-        lc = conn.lc
+        lc, peer, dialect = conn.lc, conn.peer, conn.dialect
         trace = self.trace  # [trace] the message as received, its response as sent
         seq = (trace.record_in(conn.conn_id, lc.name, lc.dialect, message)
                if trace is not None else 0)
-        try:
-            response = await self._respond(message, conn, started)
-            if response is None:
-                return
-            if trace is not None:  # [trace]
-                trace.record_out(conn.conn_id, seq, lc.name, lc.dialect, response)
-            framer_tpdu = swap_tpdu(tpdu) if tpdu is not None else None
-            frame = self._out_framers[lc.name].frame(response, framer_tpdu)
-            try:
-                async with conn.send_lock:
-                    await conn.stream.send_all(frame)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                log.info("response dropped: connection gone", listener=lc.name, peer=conn.peer)
-        finally:
-            conn.session.end_request()
-            conn.in_flight.release()
-
-    async def _respond(self, message: bytes, conn: _Conn, started: float) -> bytes | None:
-        lc, peer, session, dialect = conn.lc, conn.peer, conn.session, conn.dialect
         codec = dialect.codec
         try:
             fields = codec.decode(message)
@@ -397,26 +405,127 @@ class Switch:
             log.warning("undecodable message", listener=lc.name, peer=peer, error=str(exc),
                         mti=mti)
             if mti is None:
+                self._finished(conn)
                 raise _CloseConnection from None
             # Answered like any other format error: 30, with DE37 on 01xx/02xx/04xx
             # responses (interface §3 "Responses"); the processor stores nothing.
             fields = {"t": mti}
         mti = fields["t"]
         if mti.startswith("08"):
-            answer = session.network_management(fields)
+            answer = conn.session.network_management(fields)
             transaction_line(log, mti=mti, stan=fields.get("11"), terminal=fields.get("41"),
                              processing_code=None, amount_minor=None, pan_masked=None,
                              rc=answer.get("39", ""), latency_ms=_ms(started),
                              listener=lc.name, network_code=fields.get("70"))
-            return codec.encode(answer)
+            self._write_answer(conn, codec.encode(answer), tpdu, seq)
+            return
         mac_status = self._verify_mac(message, fields, dialect)
         request = Request(fields=fields, mac_status=mac_status, received_at=self.clock(),
                           listener=lc.name)
-        outcome = await self._decide(request)
-        response = self._encode_response(outcome, fields, dialect)
-        transaction_line(log, latency_ms=_ms(started), listener=lc.name,
-                         **_log_fields(outcome.log))
-        return response
+        deadline = trio.current_time() + self.config.timeouts.decision_deadline_s
+        pending = _Pending(request, conn, tpdu, started, deadline, seq)
+        try:
+            self._queue_slots.acquire_nowait()  # the usual case: room
+        except trio.WouldBlock:
+            with trio.move_on_at(deadline):
+                await self._queue_slots.acquire()
+                self._pump.submit(pending)
+                return
+            # Never queued: the deadline passed waiting for room.
+            self._answer(pending, _plain(request, "91", "deadline"))
+            return
+        self._pump.submit(pending)
+
+    def _answer(self, pending: _Pending, outcome: Outcome) -> None:
+        """Encode, MAC, log and write one decided request's answer."""
+        conn = pending.conn
+        try:
+            response = self._encode_response(outcome, pending.request.fields, conn.dialect)
+            transaction_line(log, latency_ms=_ms(pending.started), listener=conn.lc.name,
+                             **_log_fields(outcome.log))
+        except Exception as exc:
+            # A bug must not stop the answers of others: this connection ends.
+            log.error("answer failed: closing the connection", listener=conn.lc.name,
+                      peer=conn.peer, error=type(exc).__name__)
+            self._finished(conn)
+            self._connection_gone(conn)
+            return
+        self._write_answer(conn, response, pending.tpdu, pending.seq)
+
+    def _write_answer(self, conn: _Conn, response: bytes, tpdu: bytes | None,
+                      seq: int) -> None:
+        """Frame and write an answer without waiting: straight to the socket
+        when nothing is waiting before it, else behind the rest (flushed by a
+        task). Releases the request's in-flight slot once written."""
+        lc = conn.lc
+        if conn.closed:
+            log.info("response dropped: connection gone", listener=lc.name, peer=conn.peer)
+            self._finished(conn)
+            return
+        try:
+            if self.trace is not None:  # [trace]
+                self.trace.record_out(conn.conn_id, seq, lc.name, lc.dialect, response)
+            frame = self._out_framers[lc.name].frame(
+                response, swap_tpdu(tpdu) if tpdu is not None else None)
+        except Exception as exc:  # a bug: this connection ends, the switch goes on
+            log.error("answer failed: closing the connection", listener=lc.name,
+                      peer=conn.peer, error=type(exc).__name__)
+            self._finished(conn)
+            self._connection_gone(conn)
+            return
+        if conn.outbox is None or not conn.outbox:
+            try:
+                written = os.write(conn.stream.socket.fileno(), frame)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                log.info("response dropped: connection gone", listener=lc.name, peer=conn.peer)
+                self._finished(conn)
+                self._connection_gone(conn)
+                return
+            if written == len(frame):
+                self._finished(conn)
+                return
+            frame = frame[written:]
+        if conn.outbox is None:
+            conn.outbox = deque()
+        conn.outbox.append(frame)
+        if not conn.flushing and conn.nursery is not None:
+            conn.flushing = True
+            conn.nursery.start_soon(self._flush, conn)
+
+    async def _flush(self, conn: _Conn) -> None:
+        """Write what the socket did not take at once, in order; each
+        answer's in-flight slot is released as it goes out."""
+        outbox = conn.outbox
+        assert outbox is not None
+        try:
+            while outbox:
+                frame = outbox[0]
+                try:
+                    await conn.stream.send_all(frame)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    log.info("responses dropped: connection gone", listener=conn.lc.name,
+                             peer=conn.peer, count=len(outbox))
+                    while outbox:
+                        outbox.popleft()
+                        self._finished(conn)
+                    self._connection_gone(conn)
+                    return
+                outbox.popleft()
+                self._finished(conn)
+        finally:
+            conn.flushing = False
+
+    def _finished(self, conn: _Conn) -> None:
+        conn.session.end_request()
+        conn.in_flight.release()
+
+    def _connection_gone(self, conn: _Conn) -> None:
+        """A write failed: stop reading, so the connection closes."""
+        conn.closed = True
+        if conn.read_scope is not None:
+            conn.read_scope.cancel()
 
     def _verify_mac(
         self, message: bytes, fields: Mapping[str, str], dialect: _Dialect
@@ -434,29 +543,6 @@ class Switch:
         except ValueError:
             return "invalid"
         return "valid" if self.hsm.verify_request_mac(ksn, message[:-size], mac) else "invalid"
-
-    async def _decide(self, request: Request) -> Outcome:
-        pending = _Pending(request)
-        deadline = self.config.timeouts.decision_deadline_s
-        queued = False
-        with trio.move_on_after(deadline):
-            try:
-                self._queue_slots.acquire_nowait()  # the usual case: room
-            except trio.WouldBlock:
-                await self._queue_slots.acquire()
-            self._pump.submit(pending)
-            queued = True
-            await pending.done.wait()
-        if pending.outcome is not None:
-            return pending.outcome
-        if self._pump.cancel(pending):  # not taken into a batch: nothing decided
-            if queued:
-                self._queue_slots.release()
-            return _plain(request, "91", "deadline")
-        # Its batch is being decided: the decision will be real, wait for it.
-        await pending.done.wait()
-        assert pending.outcome is not None
-        return pending.outcome
 
     def _encode_response(self, outcome: Outcome, request: Mapping[str, str],
                          dialect: _Dialect) -> bytes:
@@ -487,13 +573,28 @@ class Switch:
         await trio.to_thread.run_sync(self._pump.run, abandon_on_cancel=False)
 
     def _deliver(self, live: list[_Pending], outcomes: list[Outcome]) -> None:
-        """In the trio thread: a batch's decisions reach their request tasks."""
+        """In the trio thread: a batch's decisions, answered in one go (no
+        task per request, no scheduler round between them)."""
         release = self._queue_slots.release
         for pending, decided in zip(live, outcomes, strict=True):
-            pending.outcome = decided
-            pending.done.set()
             release()
+            self._answer(pending, decided)
 
+    async def _expire(self) -> None:
+        """Answer 91 to requests still queued (not taken into a batch) at
+        their deadline: nothing of them is decided or posted. The queue is
+        in arrival order, so its head has the earliest deadline."""
+        pump = self._pump
+        default_wait = self.config.timeouts.decision_deadline_s
+        with self._expire_scope:
+            while True:
+                now = trio.current_time()
+                for pending in pump.expire(now):
+                    self._queue_slots.release()
+                    self._answer(pending, _plain(pending.request, "91", "deadline"))
+                following = pump.next_deadline()
+                await trio.sleep_until(
+                    following if following is not None else now + default_wait)
 
 class _LedgerPump:
     """Group commit in a thread of its own: wait for queued requests, take
@@ -524,13 +625,22 @@ class _LedgerPump:
             self._queue.append(pending)
             self._ready.notify()
 
-    def cancel(self, pending: _Pending) -> bool:
-        """Cancel a request not yet taken into a batch; False if it was."""
+    def expire(self, now: float) -> list[_Pending]:
+        """Remove and return the queued requests whose deadline is past
+        (arrival order = deadline order); they will never be decided."""
+        expired: list[_Pending] = []
         with self.lock:
-            if pending.state is not _State.QUEUED:
-                return False
-            pending.state = _State.CANCELLED
-            return True
+            queue = self._queue
+            while queue and queue[0].deadline <= now:
+                pending = queue.popleft()
+                if pending.state is _State.QUEUED:
+                    pending.state = _State.CANCELLED
+                    expired.append(pending)
+        return expired
+
+    def next_deadline(self) -> float | None:
+        with self.lock:
+            return self._queue[0].deadline if self._queue else None
 
     def close(self) -> None:
         """Decide what is queued, then stop (and close the ledger)."""

@@ -1,0 +1,77 @@
+"""The answer path over real TCP: answers are written straight to the socket
+as their batch is decided (no task per request); what the kernel cannot take
+at once waits, in order, for a flusher; a peer that vanishes with answers
+pending costs only its own connection."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.server_helpers import Running, Terminal, connect, echo_ok, frame, start_switch
+
+# Enough answers (about 150 bytes each) to overflow a small client receive
+# buffer and the switch's send buffer while the client is not reading.
+PIPELINED = 1500
+
+
+@pytest.fixture
+async def running(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Running]:
+    r = await start_switch(nursery, tmp_path)
+    yield r
+    assert await echo_ok(r)
+    r.switch.shutdown()
+
+
+async def test_answers_that_wait_for_a_slow_reader_arrive_complete_and_in_order(
+    running: Running,
+) -> None:
+    terminal = Terminal()
+    async with connect(running) as client:
+        client.stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        requests = [terminal.seal(client.codec, terminal.financial(amount=1))
+                    for _ in range(PIPELINED)]
+        sent = trio.Event()
+
+        async def pour() -> None:
+            await client.stream.send_all(b"".join(frame(r.raw) for r in requests))
+            sent.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pour)
+            # Not reading yet: the in-flight bound stops the switch reading
+            # this connection once its answers back up; reading lets it go on.
+            await trio.sleep(0.2)
+            answers = [await client.receive() for _ in range(PIPELINED)]
+            await sent.wait()
+    # One connection's batches are decided and answered in arrival order.
+    assert [a.fields["11"] for a in answers] == [r.fields["11"] for r in requests]
+    assert {a.fields["t"] for a in answers} == {"0210"}
+    assert all(len(a.fields["37"]) == 12 for a in answers)
+    assert answers[0].fields["39"] == "00"
+
+
+async def test_a_peer_that_resets_with_answers_pending_costs_only_itself(
+    running: Running,
+) -> None:
+    terminal = Terminal()
+    async with connect(running) as client:
+        data = b"".join(frame(terminal.seal(client.codec, terminal.financial(amount=1)).raw)
+                        for _ in range(200))
+        await client.stream.send_all(data)
+        # Reset (RST, not FIN) at once: the switch's writes to it fail.
+        client.stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with trio.fail_after(15):
+        while running.switch.connections:
+            await trio.sleep(0.01)
+    # The switch goes on serving the same terminal on a new connection.
+    async with connect(running) as again:
+        answer = await again.call(again_request := terminal.seal(
+            again.codec, terminal.financial(amount=1)))
+        assert answer["11"] == again_request.fields["11"]
+        assert answer["39"] not in {"91", "96"}
