@@ -92,3 +92,49 @@ async def test_processor_bug_answers_96_and_the_switch_goes_on(
         second = await client.call(terminal.seal(client.codec, terminal.financial()))
     assert (first["39"], second["39"]) == ("96", "00")
     running.switch.shutdown()
+
+
+async def test_a_request_waiting_for_room_in_the_writer_queue_answers_91(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer queue is bounded: with its one slot held by a stalled
+    batch, the next request waits for room, and past its deadline answers
+    91 without ever being queued (so nothing is decided or posted)."""
+    from iso_switch.server import build_switch
+    from tests.server_helpers import make_config
+
+    switch = build_switch(make_config(tmp_path, timeouts__decision_deadline_s=1.0),
+                          handle_signals=False)
+    switch._queue_slots = trio.Semaphore(1)  # the bound, made small enough to reach
+    running = await start_switch(nursery, tmp_path, switch=switch)
+    processor = switch.processor
+    original = processor.process_batch
+    stalled, release = threading.Event(), threading.Event()
+    first = {"batch": True}
+
+    def stalling_first_batch(requests):  # type: ignore[no-untyped-def]
+        if first["batch"]:
+            first["batch"] = False
+            stalled.set()
+            release.wait(STALL_LIMIT_S)
+        return original(requests)
+
+    monkeypatch.setattr(processor, "process_batch", stalling_first_batch)
+    terminal = Terminal()
+    answers: dict[str, str] = {}
+    async with connect(running) as one, connect(running) as two:
+
+        async def call(client, fields, name):  # type: ignore[no-untyped-def]
+            answers[name] = (await client.call(terminal.seal(client.codec, fields)))["39"]
+
+        waiting = terminal.financial()
+        async with trio.open_nursery() as inner:
+            inner.start_soon(call, one, terminal.financial(), "taken")
+            await trio.to_thread.run_sync(stalled.wait, STALL_LIMIT_S)
+            await call(two, waiting, "waiting")
+            release.set()
+        assert answers == {"taken": "00", "waiting": "91"}
+        # Never queued, never decided: the same request now is decided afresh.
+        assert (await two.call(terminal.seal(two.codec, waiting)))["39"] == "00"
+    assert switch._queue_slots.value == 1  # every slot came back
+    running.switch.shutdown()
