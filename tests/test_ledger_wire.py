@@ -31,6 +31,7 @@ requests = st.builds(
     mac_status=st.sampled_from(["valid", "invalid", "absent"]),
     received_at=aware,
     listener=st.text(max_size=10),
+    pin_zone=st.one_of(st.none(), st.binary(min_size=8, max_size=8)),
 )
 log_values = st.one_of(st.none(), st.integers(), st.text(max_size=20), st.booleans())
 outcomes = st.builds(

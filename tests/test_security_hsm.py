@@ -233,3 +233,49 @@ def test_one_hsm_serves_two_threads() -> None:
     for worker, keys in results.items():
         order = ksns if worker % 2 == 0 else list(reversed(ksns))
         assert keys == [expected[k] for k in order * 2]
+
+
+@given(
+    pin=st.text("0123456789", min_size=4, max_size=12),
+    counter=st.integers(1, 5000).filter(lambda c: c.bit_count() <= 10),
+    pan=st.sampled_from([PAN, "4761739001010028"]),
+)
+@settings(max_examples=60)
+def test_a_rewrapped_pin_block_verifies_exactly_as_under_the_dukpt_key(
+    pin: str, counter: int, pan: str
+) -> None:
+    """Edge translation (front) + zone verification (ledger) answers what
+    DUKPT verification answers: right PIN, wrong PIN, wrong PAN, garbage."""
+    hsm = SoftwareHsm.from_bdks({"FFFF987654": BDK}, pvk=bytes(range(16)))
+    hsm.generate_key("zpk", "P0")
+    verification = hsm.make_pin_verification_data(PAN, pin)
+    ksn = "FFFF9876543210" + f"{0xE00000 | counter:06X}"
+    key = dukpt.pin_key(terminal(ksn))
+    wrong = ("0" if pin[0] != "0" else "1") + pin[1:]
+    blocks = [pinblock.encrypt_pin_block(key, pin, PAN, 0),
+              pinblock.encrypt_pin_block(key, wrong, PAN, 0), bytes(8)]
+    for block in blocks:
+        zone = hsm.rewrap_pin_block(ksn, block.hex().upper())
+        assert zone is not None and zone != block
+        assert hsm.verify_zone_pin(zone, pan, verification) == hsm.verify_pin(
+            ksn, block, pan, verification)
+    right = hsm.rewrap_pin_block(ksn, blocks[0].hex())  # lower-case hex is hex too
+    assert right is not None and hsm.verify_zone_pin(right, PAN, verification)
+
+
+def test_no_rewrap_without_a_zone_key_or_with_a_bad_block_or_ksn() -> None:
+    """Then the caller verifies under the DUKPT key, as without translation."""
+    bare = SoftwareHsm.from_bdks({"FFFF987654": BDK}, pvk=bytes(range(16)))
+    assert bare.zone_pin_key_name() is None
+    assert bare.rewrap_pin_block("FFFF9876543210E00001", "00" * 8) is None
+    hsm = SoftwareHsm.from_bdks({"FFFF987654": BDK}, pvk=bytes(range(16)))
+    hsm.generate_key("zpk", "P0")
+    assert hsm.zone_pin_key_name() == "zpk"
+    assert hsm.rewrap_pin_block("FFFF9876543210E00001", "00" * 8) is not None
+    for ksn, block in [("FFFF0000003210E00001", "00" * 8),  # unknown key set
+                       ("FFFF9876543210E00001", "0G" * 8),  # not hex
+                       ("FFFF9876543210E00001", "00" * 7),  # short
+                       ("not a ksn", "00" * 8)]:
+        assert hsm.rewrap_pin_block(ksn, block) is None
+    hsm.generate_key("zpk2", "P0")  # two zone keys: none is chosen
+    assert hsm.zone_pin_key_name() is None

@@ -411,3 +411,36 @@ async def test_fifty_connections_at_once(running: Running) -> None:
     assert all(echo == "00" and refund == "00" for echo, refund, _ in results)
     assert len({rrn for *_, rrn in results}) == 50
     assert await echo_ok(running)
+
+
+async def test_pins_are_verified_under_the_zone_key_after_edge_translation(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The front rewraps DE52 from the terminal's DUKPT PIN key to the
+    store's zone PIN key (keys/demo-zpk); the ledger verifies under it and
+    answers as before: 00 for the right PIN, 55 for a wrong one."""
+    running = await start_switch(nursery, tmp_path)
+    hsm = running.switch.hsm
+    assert hsm.zone_pin_key_name() == "demo-zpk"  # type: ignore[attr-defined]
+    calls = {"zone": 0, "dukpt": 0}
+    zone, dukpt_path = hsm.verify_zone_pin, hsm.verify_pin
+
+    def counting_zone(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["zone"] += 1
+        return zone(*args, **kwargs)
+
+    def counting_dukpt(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["dukpt"] += 1
+        return dukpt_path(*args, **kwargs)
+
+    monkeypatch.setattr(hsm, "verify_zone_pin", counting_zone)
+    monkeypatch.setattr(hsm, "verify_pin", counting_dukpt)
+    terminal = Terminal(terminal_id="TERM0001")
+    async with connect(running) as client:
+        right = await client.call(
+            terminal.seal(client.codec, terminal.financial(), pin="1234", mac=True))
+        wrong = await client.call(
+            terminal.seal(client.codec, terminal.financial(), pin="9999", mac=True))
+    assert (right["39"], wrong["39"]) == ("00", "55")
+    assert calls == {"zone": 2, "dukpt": 0}
+    running.switch.shutdown()

@@ -152,6 +152,10 @@ class _NoPins:
     def make_pin_verification_data(self, pan: str, pin: str, method: str = "pvv") -> NoReturn:
         raise RuntimeError("not available here")
 
+    def verify_zone_pin(self, zone_pin_block: bytes, pan: str,
+                        verification: object) -> NoReturn:
+        raise RuntimeError("not available here")
+
 
 def _review_decide(args: argparse.Namespace) -> int:
     from iso_switch.processor import Processor

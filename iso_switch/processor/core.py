@@ -449,8 +449,12 @@ class Processor:
         verified: bool | None = None
         if present and not card.pin_blocked:
             assert p.pin_block is not None and p.ksn is not None
+            zone = w.request.pin_zone
             try:
-                verified = self.hsm.verify_pin(p.ksn, p.pin_block, p.pan, _pvd(card))
+                if zone is not None:  # rewrapped at the edge: one cached key
+                    verified = self.hsm.verify_zone_pin(zone, p.pan, _pvd(card))
+                else:
+                    verified = self.hsm.verify_pin(p.ksn, p.pin_block, p.pan, _pvd(card))
             except SecurityError as exc:
                 raise _Unstored("63", "pin-key") from exc
         outcome = pin_step(card, required, present, verified)

@@ -31,6 +31,10 @@ class Request:
     mac_status: Literal["valid", "invalid", "absent"]
     received_at: datetime
     listener: str = ""
+    # DE52 rewrapped by the server under the zone PIN key
+    # (Hsm.rewrap_pin_block), or None: then the PIN is verified under the
+    # terminal's DUKPT key. Encrypted, but never shown or stored.
+    pin_zone: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +52,7 @@ class Outcome:
 
 
 class PinHsm(Protocol):
-    """The two :class:`~iso_switch.security.hsm.Hsm` operations the issuer uses."""
+    """The :class:`~iso_switch.security.hsm.Hsm` operations the issuer uses."""
 
     def verify_pin(
         self, ksn: str, encrypted_pin_block: bytes, pan: str, verification: PinVerificationData
@@ -57,6 +61,10 @@ class PinHsm(Protocol):
     def make_pin_verification_data(
         self, pan: str, pin: str, method: str = ...
     ) -> PinVerificationData: ...
+
+    def verify_zone_pin(
+        self, zone_pin_block: bytes, pan: str, verification: PinVerificationData
+    ) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from iso_switch.security import tr31
+from iso_switch.security._ciphers import (
+    tdes_ecb_decrypt,
+    tdes_ecb_decrypt_uncached,
+    tdes_ecb_encrypt,
+)
 from iso_switch.security.dukpt import PREFIX_CACHE_ENTRIES, DukptDeriver, DukptKeys
-from iso_switch.security.errors import KeyStoreError, KsnError, PinBlockError
+from iso_switch.security.errors import KeyStoreError, KsnError, PinBlockError, SecurityError
 from iso_switch.security.keystore import KeyInfo, KeyStore, MasterKey
 from iso_switch.security.ksn import Ksn, parse_ksn, tdes_ksn_bytes
 from iso_switch.security.mac import (
@@ -35,7 +40,13 @@ from iso_switch.security.mac import (
     verify_cmac_aes,
     verify_retail_mac,
 )
-from iso_switch.security.pinblock import FORMAT_0, FORMAT_4, decrypt_pin_block, translate_pin_block
+from iso_switch.security.pinblock import (
+    FORMAT_0,
+    FORMAT_4,
+    decode_pin_block,
+    decrypt_pin_block,
+    translate_pin_block,
+)
 from iso_switch.security.pinverify import (
     ibm3624_offset,
     validation_data_from_pan,
@@ -72,6 +83,8 @@ DEFAULT_PVKI = 1
 # response MAC share one derivation. Entry: the KSN string and three 16-byte
 # keys, about 450 bytes, so about 2 MiB at this bound.
 KSN_CACHE_ENTRIES = 4096
+PIN_BLOCK_BYTES = 8
+_UNSET = object()  # the zone PIN key's name, not yet looked up
 _PVK_USAGE = {PIN_METHOD_PVV: tr31.USAGE_PVK_VISA, PIN_METHOD_IBM3624: tr31.USAGE_PVK_IBM3624}
 
 
@@ -132,6 +145,22 @@ class Hsm(abc.ABC):
         3624 offset. ``False`` for a wrong PIN *or* a block that does not
         decode (wrong PAN, corrupted); raises :class:`KsnError` for an
         unusable KSN. Never returns or logs the PIN."""
+
+    def rewrap_pin_block(self, ksn: str, encrypted_pin_block_hex: str) -> bytes | None:
+        """PIN translation at the edge: the block under the DUKPT PIN key of
+        ``ksn`` re-encrypted, unchanged inside, under the zone PIN key, so
+        the issuer side verifies it under one long-lived key instead of
+        deriving the terminal's keys again. ``None`` when there is no zone
+        PIN key or the block or KSN is unusable: the caller then verifies
+        under the DUKPT key (:meth:`verify_pin`), which answers exactly as
+        before. This default has no zone key."""
+        return None
+
+    def verify_zone_pin(
+        self, zone_pin_block: bytes, pan: str, verification: PinVerificationData
+    ) -> bool:
+        """:meth:`verify_pin` for a block from :meth:`rewrap_pin_block`."""
+        raise NotImplementedError("this HSM has no zone PIN key")
 
     @abc.abstractmethod
     def make_pin_verification_data(
@@ -230,6 +259,7 @@ class SoftwareHsm(Hsm):
         self._ksn_cache_entries = ksn_cache_entries
         self._lock = threading.Lock()
         self._prefix_cache_entries = prefix_cache_entries
+        self._zone_pin_name: object = _UNSET
 
     @classmethod
     def from_bdks(
@@ -320,6 +350,42 @@ class SoftwareHsm(Hsm):
             return False
         return self._check_pin(pan, pin, verification)
 
+    def zone_pin_key_name(self) -> str | None:
+        """The store's zone PIN key: its only TDES P0 key (else none, and
+        PIN blocks are verified under the terminals' DUKPT keys)."""
+        if self._zone_pin_name is _UNSET:
+            names = [n for n in self._store.names_with_usage(tr31.USAGE_PIN_ENCRYPTION)
+                     if self._store.info(n).algorithm == "T"]
+            self._zone_pin_name = names[0] if len(names) == 1 else None
+        return self._zone_pin_name  # type: ignore[return-value]
+
+    def rewrap_pin_block(self, ksn: str, encrypted_pin_block_hex: str) -> bytes | None:
+        name = self.zone_pin_key_name()
+        if name is None or len(encrypted_pin_block_hex) != 2 * PIN_BLOCK_BYTES:
+            return None
+        try:
+            block = bytes.fromhex(encrypted_pin_block_hex)
+            keys = self.dukpt_keys(ksn)
+            zone_key = self._store.key_for(name, (tr31.USAGE_PIN_ENCRYPTION,),
+                                           tr31.MODE_ENCRYPT)
+        except (ValueError, SecurityError, KeyStoreError):
+            return None
+        # The clear block lives only in this expression: never stored.
+        return tdes_ecb_encrypt(zone_key, tdes_ecb_decrypt_uncached(keys.pin, block))
+
+    def verify_zone_pin(
+        self, zone_pin_block: bytes, pan: str, verification: PinVerificationData
+    ) -> bool:
+        name = self.zone_pin_key_name()
+        if name is None:
+            raise KeyStoreError("no zone PIN key in the key store")
+        zone_key = self._store.key_for(name, (tr31.USAGE_PIN_ENCRYPTION,), tr31.MODE_DECRYPT)
+        try:
+            pin = decode_pin_block(tdes_ecb_decrypt(zone_key, zone_pin_block), pan, FORMAT_0)
+        except PinBlockError:
+            return False
+        return self._check_pin(pan, pin, verification)
+
     def _check_pin(self, pan: str, pin: str, verification: PinVerificationData) -> bool:
         method = verification.method
         if method not in _PVK_USAGE:
@@ -397,10 +463,12 @@ class SoftwareHsm(Hsm):
     def generate_key(
         self, name: str, usage: str, algorithm: str = "T", length: int = 16
     ) -> KeyInfo:
+        self._zone_pin_name = _UNSET  # a new P0 key may change the zone key
         return self._store.generate(name, usage, algorithm, length)
 
     def import_key(self, name: str, key_block: str, kbpk_name: str) -> KeyInfo:
         kbpk = self._store.key_for(kbpk_name, (tr31.USAGE_KEK, tr31.USAGE_KBPK), tr31.MODE_DECRYPT)
+        self._zone_pin_name = _UNSET
         return self._store.import_block(name, key_block, kbpk)
 
     def export_key(self, name: str, kbpk_name: str) -> str:

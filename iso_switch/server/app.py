@@ -420,8 +420,13 @@ class Switch:
             self._write_answer(conn, codec.encode(answer), tpdu, seq)
             return
         mac_status = self._verify_mac(message, fields, dialect)
+        # PIN translation at the edge: this thread derived the terminal's
+        # DUKPT keys for the MAC; the ledger verifies under the zone PIN key.
+        pin_block, ksn = fields.get("52"), fields.get("62")
+        pin_zone = (self.hsm.rewrap_pin_block(ksn, pin_block)
+                    if pin_block is not None and ksn is not None else None)
         request = Request(fields=fields, mac_status=mac_status, received_at=self.clock(),
-                          listener=lc.name)
+                          listener=lc.name, pin_zone=pin_zone)
         deadline = trio.current_time() + self.config.timeouts.decision_deadline_s
         pending = _Pending(request, conn, tpdu, started, deadline, seq)
         try:

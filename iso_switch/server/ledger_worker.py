@@ -71,7 +71,7 @@ def _loads(data: bytes) -> object:
 
 def pack_requests(requests: Sequence[Request]) -> bytes:
     """A batch for the pipe: per request ``(fields, mac_status, received_at
-    as UTC (y, m, d, H, M, S, us), listener)``. Exact: the child rebuilds
+    as UTC (y, m, d, H, M, S, us), listener, pin_zone)``. Exact: the child rebuilds
     equal ``Request`` values (tested)."""
     rows = []
     for r in requests:
@@ -81,7 +81,7 @@ def pack_requests(requests: Sequence[Request]) -> bytes:
         fields = r.fields if type(r.fields) is dict else dict(r.fields)
         rows.append((fields, r.mac_status,
                      (at.year, at.month, at.day, at.hour, at.minute, at.second,
-                      at.microsecond), r.listener))
+                      at.microsecond), r.listener, r.pin_zone))
     return _dumps(rows)
 
 
@@ -89,8 +89,8 @@ def unpack_requests(data: bytes) -> list[Request]:
     rows = _loads(data)
     assert isinstance(rows, list)
     return [Request(fields, status, datetime(at[0], at[1], at[2], at[3], at[4], at[5], at[6],
-                                             tzinfo=UTC), listener)
-            for fields, status, at, listener in rows]
+                                             tzinfo=UTC), listener, pin_zone)
+            for fields, status, at, listener, pin_zone in rows]
 
 
 def pack_outcomes(outcomes: Sequence[Outcome]) -> bytes:
