@@ -24,7 +24,6 @@ bytes and values between them and bounds everything:
 
 from __future__ import annotations
 
-import enum
 import itertools
 import os
 import signal
@@ -66,12 +65,6 @@ MAC_FIELDS = ("64", "128")
 MacStatus = Literal["valid", "invalid", "absent"]
 
 
-class _State(enum.Enum):
-    QUEUED = 1
-    TAKEN = 2
-    CANCELLED = 3
-
-
 @dataclass(slots=True, eq=False)
 class _Pending:
     """One request on its way through the ledger pump, with what its
@@ -83,7 +76,6 @@ class _Pending:
     started: float  # perf_counter when its frame was taken
     deadline: float  # trio time: past it, still queued, it is answered 91
     seq: int = 0  # [trace]
-    state: _State = _State.QUEUED
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,11 +441,7 @@ class Switch:
             transaction_line(log, latency_ms=_ms(pending.started), listener=conn.lc.name,
                              **_log_fields(outcome.log))
         except Exception as exc:
-            # A bug must not stop the answers of others: this connection ends.
-            log.error("answer failed: closing the connection", listener=conn.lc.name,
-                      peer=conn.peer, error=type(exc).__name__)
-            self._finished(conn)
-            self._connection_gone(conn)
+            self._answer_failed(conn, exc)
             return
         self._write_answer(conn, response, pending.tpdu, pending.seq)
 
@@ -472,11 +460,8 @@ class Switch:
                 self.trace.record_out(conn.conn_id, seq, lc.name, lc.dialect, response)
             frame = self._out_framers[lc.name].frame(
                 response, swap_tpdu(tpdu) if tpdu is not None else None)
-        except Exception as exc:  # a bug: this connection ends, the switch goes on
-            log.error("answer failed: closing the connection", listener=lc.name,
-                      peer=conn.peer, error=type(exc).__name__)
-            self._finished(conn)
-            self._connection_gone(conn)
+        except Exception as exc:
+            self._answer_failed(conn, exc)
             return
         if conn.outbox is None or not conn.outbox:
             try:
@@ -521,6 +506,14 @@ class Switch:
                 self._finished(conn)
         finally:
             conn.flushing = False
+
+    def _answer_failed(self, conn: _Conn, exc: Exception) -> None:
+        """A bug met while answering must not stop the answers of others:
+        this answer is dropped and its connection ends."""
+        log.error("answer failed: closing the connection", listener=conn.lc.name,
+                  peer=conn.peer, error=type(exc).__name__)
+        self._finished(conn)
+        self._connection_gone(conn)
 
     def _finished(self, conn: _Conn) -> None:
         conn.session.end_request()
@@ -606,10 +599,9 @@ class _LedgerPump:
     up to ``max_batch`` of them, have the ledger decide them in one
     transaction, hand the decisions to trio, repeat.
 
-    ``lock`` guards the queue and every request's state: a request is
-    either taken into a batch here (then always decided) or cancelled by
-    its deadline in the trio thread (then answered 91, never decided),
-    never both."""
+    ``lock`` guards the queue. A request leaves it exactly once, under the
+    lock: taken into a batch here (then always decided), or expired by its
+    deadline in the trio thread (then answered 91, never decided)."""
 
     def __init__(self, ledger: LedgerWorker, max_batch: int) -> None:
         self.ledger = ledger
@@ -637,10 +629,7 @@ class _LedgerPump:
         with self.lock:
             queue = self._queue
             while queue and queue[0].deadline <= now:
-                pending = queue.popleft()
-                if pending.state is _State.QUEUED:
-                    pending.state = _State.CANCELLED
-                    expired.append(pending)
+                expired.append(queue.popleft())
         return expired
 
     def next_deadline(self) -> float | None:
@@ -661,18 +650,12 @@ class _LedgerPump:
                 with self._ready:
                     while not self._queue and not self._closing:
                         self._ready.wait()
-                    if not self._queue:
-                        break
-                    live: list[_Pending] = []
                     queue = self._queue
-                    while queue and len(live) < self.max_batch:
-                        pending = queue.popleft()
-                        if pending.state is _State.QUEUED:
-                            pending.state = _State.TAKEN
-                            live.append(pending)
-                if live:
-                    outcomes = self.decide([p.request for p in live])
-                    token.run_sync_soon(deliver, live, outcomes)
+                    if not queue:
+                        break
+                    live = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
+                outcomes = self.decide([p.request for p in live])
+                token.run_sync_soon(deliver, live, outcomes)
         finally:
             self.ledger.close()
 
