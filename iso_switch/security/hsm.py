@@ -24,11 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from iso_switch.security import tr31
-from iso_switch.security._ciphers import (
-    tdes_ecb_decrypt,
-    tdes_ecb_decrypt_uncached,
-    tdes_ecb_encrypt,
-)
+from iso_switch.security._ciphers import tdes_ecb_decrypt_uncached, tdes_ecb_encrypt
 from iso_switch.security.dukpt import PREFIX_CACHE_ENTRIES, DukptDeriver, DukptKeys
 from iso_switch.security.errors import KeyStoreError, KsnError, PinBlockError, SecurityError
 from iso_switch.security.keystore import KeyInfo, KeyStore, MasterKey
@@ -40,13 +36,7 @@ from iso_switch.security.mac import (
     verify_cmac_aes,
     verify_retail_mac,
 )
-from iso_switch.security.pinblock import (
-    FORMAT_0,
-    FORMAT_4,
-    decode_pin_block,
-    decrypt_pin_block,
-    translate_pin_block,
-)
+from iso_switch.security.pinblock import FORMAT_0, FORMAT_4, decrypt_pin_block, translate_pin_block
 from iso_switch.security.pinverify import (
     ibm3624_offset,
     validation_data_from_pan,
@@ -381,7 +371,7 @@ class SoftwareHsm(Hsm):
             raise KeyStoreError("no zone PIN key in the key store")
         zone_key = self._store.key_for(name, (tr31.USAGE_PIN_ENCRYPTION,), tr31.MODE_DECRYPT)
         try:
-            pin = decode_pin_block(tdes_ecb_decrypt(zone_key, zone_pin_block), pan, FORMAT_0)
+            pin = decrypt_pin_block(zone_key, zone_pin_block, pan, FORMAT_0)
         except PinBlockError:
             return False
         return self._check_pin(pan, pin, verification)
