@@ -16,16 +16,14 @@ from tests.server_helpers import Terminal, connect, fail_once, start_switch
 STALL_LIMIT_S = 30.0
 
 
-async def test_deadline_answers_91_and_posts_nothing(
-    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """No timing guesses: the first batch blocks (a stalled disk) until the
-    test has seen the queued request answered 91, so the order is forced."""
-    running = await start_switch(nursery, tmp_path, timeouts__decision_deadline_s=1.0)
-    processor = running.switch.processor
-    original = processor.process_batch
-    stalled = threading.Event()  # the first batch is in the writer's thread
-    release = threading.Event()  # the test has its 91: let the batch finish
+def stall_first_batch(monkeypatch: pytest.MonkeyPatch, processor: object
+                      ) -> tuple[threading.Event, threading.Event]:
+    """Make the processor's first batch block (a stalled disk): returns
+    ``stalled`` (set once that batch is in the pump thread) and ``release``
+    (set it to let the batch finish)."""
+    original = processor.process_batch  # type: ignore[attr-defined]
+    stalled = threading.Event()
+    release = threading.Event()
     first = {"batch": True}
 
     def stalling_first_batch(requests):  # type: ignore[no-untyped-def]
@@ -36,6 +34,17 @@ async def test_deadline_answers_91_and_posts_nothing(
         return original(requests)
 
     monkeypatch.setattr(processor, "process_batch", stalling_first_batch)
+    return stalled, release
+
+
+async def test_deadline_answers_91_and_posts_nothing(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No timing guesses: the first batch blocks (a stalled disk) until the
+    test has seen the queued request answered 91, so the order is forced."""
+    running = await start_switch(nursery, tmp_path, timeouts__decision_deadline_s=1.0)
+    # ``release`` once the test has its 91: the batch then finishes.
+    stalled, release = stall_first_batch(monkeypatch, running.switch.processor)
     terminal = Terminal()
     taken = terminal.financial()
     queued = terminal.financial()
@@ -107,19 +116,7 @@ async def test_a_request_waiting_for_room_in_the_writer_queue_answers_91(
                           handle_signals=False)
     switch._queue_slots = trio.Semaphore(1)  # the bound, made small enough to reach
     running = await start_switch(nursery, tmp_path, switch=switch)
-    processor = switch.processor
-    original = processor.process_batch
-    stalled, release = threading.Event(), threading.Event()
-    first = {"batch": True}
-
-    def stalling_first_batch(requests):  # type: ignore[no-untyped-def]
-        if first["batch"]:
-            first["batch"] = False
-            stalled.set()
-            release.wait(STALL_LIMIT_S)
-        return original(requests)
-
-    monkeypatch.setattr(processor, "process_batch", stalling_first_batch)
+    stalled, release = stall_first_batch(monkeypatch, switch.processor)
     terminal = Terminal()
     answers: dict[str, str] = {}
     async with connect(running) as one, connect(running) as two:
