@@ -261,6 +261,9 @@ def test_a_rewrapped_pin_block_verifies_exactly_as_under_the_dukpt_key(
             ksn, block, pan, verification)
     right = hsm.rewrap_pin_block(ksn, blocks[0].hex())  # lower-case hex is hex too
     assert right is not None and hsm.verify_zone_pin(right, PAN, verification)
+    # A short block is a wrong PIN and leaves nothing behind for the next one.
+    assert not hsm.verify_zone_pin(b"short", PAN, verification)
+    assert hsm.verify_zone_pin(right, PAN, verification)
 
 
 def test_no_rewrap_without_a_zone_key_or_with_a_bad_block_or_ksn() -> None:
