@@ -451,7 +451,7 @@ class Processor:
             assert p.pin_block is not None and p.ksn is not None
             zone = w.request.pin_zone
             try:
-                if zone is not None:  # rewrapped at the edge: one cached key
+                if zone is not None:  # rewrapped at the edge: one long-lived key
                     verified = self.hsm.verify_zone_pin(zone, p.pan, _pvd(card))
                 else:
                     verified = self.hsm.verify_pin(p.ksn, p.pin_block, p.pan, _pvd(card))
