@@ -5,36 +5,22 @@ leave the same rows."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from iso_switch.ledger import AccountKind, Entry, LedgerError, SqliteLedgerStore, TransferKind
+from iso_switch.ledger import Entry, LedgerError, SqliteLedgerStore, TransferKind
+from tests.helpers_ledger import CNY, USD, small_ledger
+from tests.helpers_ledger import LEDGER_NOW as NOW
 
-NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-CNY, USD = 156, 840
 # Account ids 1..5 exist (1 is closed, 5 is in USD); 6 does not.
 ACCOUNT_IDS = st.integers(1, 6)
 TRANSFERS = st.lists(
     st.tuples(ACCOUNT_IDS, ACCOUNT_IDS, st.integers(-5, 60_000), st.sampled_from([CNY, USD])),
     max_size=12,
 )
-
-
-def _store(path: Path) -> SqliteLedgerStore:
-    store = SqliteLedgerStore(path, synchronous="OFF")
-    with store.write():
-        closed = store.create_account("X", CNY, AccountKind.CARDHOLDER, NOW)
-        equity = store.create_account("EQ", CNY, AccountKind.EQUITY, NOW)
-        card = store.create_account("C", CNY, AccountKind.CARDHOLDER, NOW)
-        store.create_account("M", CNY, AccountKind.SETTLEMENT, NOW)
-        store.create_account("U", USD, AccountKind.CARDHOLDER, NOW)
-        store.transfer(equity, card, 50_000, CNY, "opening", NOW)
-        store.set_account_closed(closed, True)
-    return store
 
 
 def _apply(store: SqliteLedgerStore, transfers: list[tuple[int, int, int, int]],
@@ -64,7 +50,8 @@ def test_transfer_is_move_of_one_posted_entry(
     tmp_path_factory: pytest.TempPathFactory, transfers: list[tuple[int, int, int, int]],
 ) -> None:
     directory = tmp_path_factory.mktemp("transfer")
-    fast, general = _store(directory / "fast.sqlite3"), _store(directory / "general.sqlite3")
+    fast = small_ledger(directory / "fast.sqlite3")
+    general = small_ledger(directory / "general.sqlite3")
     try:
         assert _apply(fast, transfers, False) == _apply(general, transfers, True)
         assert _rows(fast) == _rows(general)
@@ -75,7 +62,7 @@ def test_transfer_is_move_of_one_posted_entry(
 
 
 def test_transfer_needs_an_open_transaction(tmp_path: Path) -> None:
-    store = _store(tmp_path / "ledger.sqlite3")
+    store = small_ledger(tmp_path / "ledger.sqlite3")
     with pytest.raises(RuntimeError, match="open transaction"):
         store.transfer(2, 3, 1, CNY, "t", NOW)
     store.close()

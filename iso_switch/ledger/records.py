@@ -120,6 +120,9 @@ def _card(row: tuple[object, ...]) -> CardRow:
 # Cards kept by :meth:`RecordsMixin.cached_card_by_hash`; past this many the
 # cache starts again empty (a CardRow is about 600 bytes: 30 MB at most).
 CARD_CACHE_MAX = 50_000
+# Devices whose KSN replay state is kept (RecordsMixin.get_ksn_state); an
+# entry is about 200 bytes, so 20 MB at most.
+KSN_CACHE_MAX = 100_000
 
 
 class RecordsMixin:
@@ -128,6 +131,9 @@ class RecordsMixin:
     conn: sqlite3.Connection
     # pan_hash -> card, as read (see cached_card_by_hash for when it is dropped).
     _card_cache: dict[bytes, CardRow]
+    # device -> (highest, bitmap), as read or written (dropped like the cards).
+    _ksn_cache: dict[str, tuple[int, int] | None]
+    _in_txn: bool
 
     # -- meta ------------------------------------------------------------
 
@@ -448,12 +454,31 @@ class RecordsMixin:
     # -- DUKPT replay state ------------------------------------------------
 
     def get_ksn_state(self, device: str) -> tuple[int, int] | None:
+        """A device's replay state. Cached: this connection is the only
+        writer between ``begin`` calls, which drop the cache when another
+        connection has committed (as for cards); every rollback drops it."""
+        cache = self._ksn_cache
+        if device in cache:
+            return cache[device]
         row = self.conn.execute(
             "SELECT highest, bitmap FROM ksn_state WHERE device = ?", (device,)
         ).fetchone()
-        return None if row is None else (int(row[0]), int(row[1]))
+        state = None if row is None else (int(row[0]), int(row[1]))
+        if not self._in_txn:  # another connection may write before we look again
+            return state
+        if len(cache) >= KSN_CACHE_MAX:
+            cache.clear()
+        cache[device] = state
+        return state
 
     def put_ksn_state(self, device: str, highest: int, bitmap: int, now: datetime) -> None:
+        cache = self._ksn_cache
+        if not self._in_txn:
+            cache.pop(device, None)
+        else:
+            if len(cache) >= KSN_CACHE_MAX:
+                cache.clear()
+            cache[device] = (highest, bitmap)
         self.conn.execute(
             "INSERT INTO ksn_state (device, highest, bitmap, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(device) DO UPDATE SET highest = excluded.highest, "
@@ -493,6 +518,7 @@ class RecordsMixin:
         removed += self.conn.execute(
             "DELETE FROM remembered_reversals WHERE created_at < ?", (stamp,)
         ).rowcount
+        self._ksn_cache.clear()
         removed += self.conn.execute(
             "DELETE FROM ksn_state WHERE updated_at < ?", (stamp,)
         ).rowcount
