@@ -23,11 +23,14 @@ from hypothesis import strategies as st
 from iso_switch.logs import (
     REDACTED,
     TRANSACTION_EVENT,
+    BatchedStream,
     configure_logging,
+    flush_logs,
     mask_event_dict,
     mask_value,
     transaction_line,
 )
+from iso_switch.logs import setup as log_setup
 
 PAN = "4761739001010010"
 PAN19 = "6222020000000015123"
@@ -42,6 +45,8 @@ def _reset_structlog() -> Iterator[None]:
     root = logging.getLogger()
     level = root.level
     yield
+    flush_logs()
+    log_setup._batched = None  # a batched test's stream is not kept past it
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
     root.setLevel(level)
@@ -247,6 +252,45 @@ def test_stdlib_logging_goes_through_the_same_masking() -> None:
     assert PAN not in text
     assert "476173******0010" in text
     assert "could not route 476173******0010" in text
+
+
+def test_batched_lines_wait_for_flush_and_keep_their_order() -> None:
+    stream = io.StringIO()
+    configure_logging("json", "debug", stream, cache_loggers=False, batched=True)
+    log = structlog.get_logger("test")
+    log.info("first", pan=PAN)
+    logging.getLogger("somelib").warning("second %s", PAN)
+    transaction_line(log, mti="0200", stan="000001", terminal="TERM0001",
+                     processing_code="000000", amount_minor=1, pan_masked=PAN, rc="00",
+                     latency_ms=1.0)
+    assert stream.getvalue() == ""  # held: one write per flush
+    flush_logs()
+    events = [line["event"] for line in lines(stream)]
+    assert events == ["first", "second 476173******0010", TRANSACTION_EVENT]
+    assert_clean(stream.getvalue())
+    flush_logs()  # nothing held: nothing written twice
+    assert len(lines(stream)) == 3
+
+
+def test_batched_stream_writes_out_past_its_bound() -> None:
+    output = io.StringIO()
+    batched = BatchedStream(output, max_chars=100)
+    batched.write("a" * 60)
+    batched.flush()  # a logger's per-line flush holds on
+    assert output.getvalue() == ""
+    batched.write("b" * 60)  # 120 held > 100: written at once
+    assert output.getvalue() == "a" * 60 + "b" * 60
+
+
+def test_reconfiguring_writes_out_what_was_held() -> None:
+    first = io.StringIO()
+    configure_logging("json", "debug", first, cache_loggers=False, batched=True)
+    structlog.get_logger("test").info("held")
+    second = io.StringIO()
+    configure_logging("json", "debug", second, cache_loggers=False)
+    assert [line["event"] for line in lines(first)] == ["held"]
+    structlog.get_logger("test").info("direct")  # unbatched: written at once
+    assert [line["event"] for line in lines(second)] == ["direct"]
 
 
 def test_console_format_is_masked() -> None:

@@ -1,18 +1,24 @@
 """The answer path over real TCP: answers are written straight to the socket
 as their batch is decided (no task per request); what the kernel cannot take
 at once waits, in order, for a flusher; a peer that vanishes with answers
-pending costs only its own connection."""
+pending costs only its own connection; with batched logging a batch's
+canonical lines are written out with its answers."""
 
 from __future__ import annotations
 
+import io
+import json
 import socket
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import structlog
 import trio
 
+from iso_switch.logs import configure_logging, flush_logs
+from iso_switch.logs import setup as log_setup
 from tests.server_helpers import Running, Terminal, connect, echo_ok, frame, start_switch
 
 # Enough answers (about 150 bytes each) to overflow a small client receive
@@ -75,3 +81,34 @@ async def test_a_peer_that_resets_with_answers_pending_costs_only_itself(
             again.codec, terminal.financial(amount=1)))
         assert answer["11"] == again_request.fields["11"]
         assert answer["39"] not in {"91", "96"}
+
+
+async def test_batched_logging_writes_each_batch_with_its_answers(
+    running: Running,
+) -> None:
+    """What ``iso-switch serve`` runs with: the canonical line of an answer
+    is written out with its batch (before the client can read it); a line
+    logged outside a batch (a sign-on) follows on the flush timer."""
+    stream = io.StringIO()
+    configure_logging("json", "info", stream, cache_loggers=False, batched=True)
+    try:
+        terminal = Terminal()
+        async with connect(running) as client:
+            request = terminal.seal(client.codec, terminal.financial(amount=1), pin="1234",
+                                    mac=True)
+            answer = await client.call(request)
+            assert answer["39"] == "00"
+            logged = [json.loads(line) for line in stream.getvalue().splitlines()]
+            assert [(e["event"], e["stan"]) for e in logged if e["event"] == "transaction"] == [
+                ("transaction", request.fields["11"])]
+            assert "476173******0010" in stream.getvalue()
+
+            sign_on = terminal.seal(client.codec, terminal.network("001"))
+            assert (await client.call(sign_on))["39"] == "00"
+            with trio.fail_after(10):  # the timer flushes every 0.1 s
+                while '"network_code":"001"' not in stream.getvalue().replace(" ", ""):
+                    await trio.sleep(0.02)
+    finally:
+        flush_logs()
+        log_setup._batched = None
+        structlog.reset_defaults()

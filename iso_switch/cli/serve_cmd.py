@@ -63,7 +63,9 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"iso-switch serve: {error}", file=sys.stderr)
         return 1
-    configure_logging(config.logging.format, config.logging.level)  # type: ignore[arg-type]
+    # Batched: the switch writes each batch's canonical lines in one call.
+    configure_logging(config.logging.format, config.logging.level,  # type: ignore[arg-type]
+                      batched=True)
     try:
         switch = build_switch(config)
     except Exception as error:  # a clear one-line reason, never key material

@@ -20,9 +20,11 @@ from iso_switch.logs.masking import (
 from iso_switch.logs.setup import (
     LEVELS,
     LOG_FORMATS,
+    BatchedStream,
     LogFormat,
     SafeRenderer,
     configure_logging,
+    flush_logs,
     safe_plain_traceback,
 )
 from iso_switch.logs.transaction import TRANSACTION_EVENT, transaction_line
@@ -33,9 +35,11 @@ __all__ = [
     "MAX_MASK_DEPTH",
     "REDACTED",
     "TRANSACTION_EVENT",
+    "BatchedStream",
     "LogFormat",
     "SafeRenderer",
     "configure_logging",
+    "flush_logs",
     "mask_event_dict",
     "mask_text",
     "mask_value",

@@ -19,9 +19,11 @@ the same :class:`SafeRenderer`.
 
 from __future__ import annotations
 
+import atexit
 import io
 import logging
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any, Final, Literal, TextIO
 
@@ -35,9 +37,11 @@ from iso_switch.logs.masking import mask_event_dict, mask_text
 __all__ = [
     "LEVELS",
     "LOG_FORMATS",
+    "BatchedStream",
     "LogFormat",
     "SafeRenderer",
     "configure_logging",
+    "flush_logs",
     "safe_plain_traceback",
 ]
 
@@ -55,6 +59,9 @@ LEVELS: Final[dict[str, int]] = {
 
 #: Frames kept per traceback: enough to find a bug, bounded for a log line.
 MAX_TRACEBACK_FRAMES: Final = 50
+#: Batched output (the server): characters held before they are written
+#: whatever the caller's flush rhythm (bounds memory and loss on a crash).
+LOG_BATCH_CHARS_MAX: Final = 256 * 1024
 
 
 def safe_plain_traceback(sio: TextIO, exc_info: ExcInfo) -> None:
@@ -97,6 +104,69 @@ class SafeRenderer:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {fmt!r}")
 
 
+class BatchedStream:
+    """A text stream that holds lines until :meth:`write_out` writes them
+    all at once to ``output``.
+
+    Why: the server writes one canonical line per transaction; written and
+    flushed one by one (structlog's ``WriteLogger`` and stdlib handlers
+    flush after every line) that is a ``write`` system call per
+    transaction in the busiest thread. The server calls
+    :func:`flush_logs` after each batch of answers and on a short timer, so
+    lines reach the file in order, a few milliseconds later, in one call.
+    ``flush()`` (what loggers call after every line) therefore does
+    nothing; past :data:`LOG_BATCH_CHARS_MAX` held characters a write
+    writes everything out. Thread-safe: the ledger pump thread logs too.
+    """
+
+    def __init__(self, output: TextIO, max_chars: int = LOG_BATCH_CHARS_MAX) -> None:
+        self.output = output
+        self._max_chars = max_chars
+        self._pending: list[str] = []
+        self._chars = 0
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._pending.append(text)
+            self._chars += len(text)
+            full = self._chars >= self._max_chars
+        if full:
+            self.write_out()
+        return len(text)
+
+    def flush(self) -> None:
+        """A logger's per-line flush: deliberately nothing (see the class)."""
+
+    def write_out(self) -> None:
+        """Write every held line to ``output`` in one call, and flush it."""
+        with self._lock:
+            if not self._pending:
+                return
+            text = "".join(self._pending)
+            self._pending.clear()
+            self._chars = 0
+            self.output.write(text)
+            self.output.flush()
+
+    def isatty(self) -> bool:
+        return _isatty(self.output)
+
+
+# The batched stream of the current configuration, if any (flush_logs).
+_batched: BatchedStream | None = None
+
+
+def flush_logs() -> None:
+    """Write out what a batched configuration holds (no-op otherwise)."""
+    batched = _batched
+    if batched is not None:
+        batched.write_out()
+
+
+atexit.register(flush_logs)
+
+
 class _SafeStdlibHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler we install on the root logger, to replace it later."""
 
@@ -107,6 +177,7 @@ def configure_logging(
     stream: TextIO | None = None,
     *,
     cache_loggers: bool = True,
+    batched: bool = False,
 ) -> None:
     """Configure structlog (and route stdlib ``logging``) for the process.
 
@@ -114,12 +185,20 @@ def configure_logging(
     is one of :data:`LEVELS`. ``cache_loggers`` caches each logger's
     configuration on first use (fast; call this before creating loggers);
     tests that reconfigure loggers they already used pass ``False``.
+    ``batched`` holds lines (structlog's and stdlib's, in order) in a
+    :class:`BatchedStream` until :func:`flush_logs` (or process exit): for
+    a process that calls it on a rhythm of its own, as the server does.
     """
+    global _batched
     level_number = LEVELS.get(level.lower()) if isinstance(level, str) else None
     if level_number is None:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
-    output = sys.stderr if stream is None else stream
+    output: TextIO = sys.stderr if stream is None else stream
     colors = fmt == "console" and _isatty(output)
+    flush_logs()  # lines held under the previous configuration go first
+    _batched = BatchedStream(output) if batched else None
+    if _batched is not None:
+        output = _batched  # type: ignore[assignment]
     safe_renderer = SafeRenderer.for_format(fmt, colors=colors)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,

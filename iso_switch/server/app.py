@@ -41,7 +41,7 @@ import trio
 
 from iso_switch.codec import Codec, CodecError, load_spec
 from iso_switch.config import Config, ListenerConfig
-from iso_switch.logs import transaction_line
+from iso_switch.logs import flush_logs, transaction_line
 from iso_switch.processor import CommitFailed, Outcome, Processor, Request
 from iso_switch.processor.fields import echo, response_mti
 from iso_switch.protocol import (
@@ -61,6 +61,8 @@ log = structlog.get_logger("iso_switch.server")
 
 # Requests queued for the ledger writer before connections wait.
 WRITER_QUEUE_REQUESTS = 8192
+# Batched logging: the longest a line logged outside a batch of answers waits.
+LOG_FLUSH_INTERVAL_S = 0.1
 MAC_FIELDS = ("64", "128")
 MacStatus = Literal["valid", "invalid", "absent"]
 
@@ -184,6 +186,7 @@ class Switch:
         self._queue_slots = trio.Semaphore(WRITER_QUEUE_REQUESTS)
         self._pump = _LedgerPump(self.ledger, config.limits.max_batch)
         self._expire_scope = trio.CancelScope()
+        self._flush_scope = trio.CancelScope()
         self._stop = trio.Event()
         self._read_scopes: set[trio.CancelScope] = set()
         # [trace] message trace (off by default): see iso_switch/server/trace.py.
@@ -211,6 +214,7 @@ class Switch:
             self._pump.bind(self._deliver, trio.lowlevel.current_trio_token())
             root.start_soon(self._writer)
             root.start_soon(self._expire)
+            root.start_soon(self._flush_logs)
             if self.trace is not None:  # [trace] its file is open before we listen
                 await root.start(self.trace.run)
             if self.handle_signals:
@@ -242,9 +246,11 @@ class Switch:
                 # what is queued and stops, so the writer task can end.
                 self._pump.close()
                 self._expire_scope.cancel()
+                self._flush_scope.cancel()
             if self.trace is not None:  # [trace] write what is left, then stop
                 self.trace.close()
         log.info("stopped")
+        flush_logs()
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -577,6 +583,16 @@ class Switch:
         for pending, decided in zip(live, outcomes, strict=True):
             release()
             self._answer(pending, decided)
+        flush_logs()  # the batch's canonical lines, in one write (batched logging)
+
+    async def _flush_logs(self) -> None:
+        """With batched logging (``iso-switch serve``), lines logged outside
+        a batch's answers (sign-ons, closed connections, errors) are
+        written at most :data:`LOG_FLUSH_INTERVAL_S` later."""
+        with self._flush_scope:
+            while True:
+                await trio.sleep(LOG_FLUSH_INTERVAL_S)
+                flush_logs()
 
     async def _expire(self) -> None:
         """Answer 91 to requests still queued (not taken into a batch) at
