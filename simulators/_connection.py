@@ -15,6 +15,7 @@ context owns the reader (and optional keep-alive) task.
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -25,7 +26,14 @@ import trio
 
 from iso_switch.codec import Codec, CodecError
 from iso_switch.protocol.errors import ProtocolError
-from iso_switch.protocol.framing import RECEIVE_CHUNK_BYTES, Frame, Framer, FramingKind
+from iso_switch.protocol.framing import (
+    RECEIVE_CHUNK_BYTES,
+    TPDU_BYTES,
+    Frame,
+    Framer,
+    FramingKind,
+    max_length_for,
+)
 from simulators._device import DEFAULT_DIALECT, Sealed, codec_for
 
 #: A terminal gives up on an answer after about 30 s.
@@ -100,14 +108,21 @@ class SwitchClient:
     def __init__(self, stream: trio.abc.Stream, codec: Codec, *,
                  framing: FramingKind | str = FramingKind.BINARY2,
                  max_in_flight: int = MAX_IN_FLIGHT_DEFAULT,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, echo_target: bool = False) -> None:
+                 timeout_s: float = DEFAULT_TIMEOUT_S, echo_target: bool = False,
+                 tpdu: bytes | None = None) -> None:
         self.stream = stream
         # Against an echo server (benchmarks.echo_server) the answer to a
         # request is the request itself: its key is its own MTI class.
         self._request_key = response_key if echo_target else request_key
         self.codec = codec
         self.timeout_s = timeout_s
-        self._framer = Framer(framing, max_frame_bytes=MAX_FRAME_BYTES)
+        # On a TPDU listener every request carries this TPDU (answers come
+        # back with it swapped, and are matched by their fields alone).
+        self.tpdu = tpdu
+        # As large as the header can say (9999 for ascii4/bcd2).
+        max_frame_bytes = min(MAX_FRAME_BYTES, max_length_for(framing))
+        self._framer = Framer(framing, tpdu=tpdu is not None, max_frame_bytes=max_frame_bytes)
+        self._keep_alive = Framer(framing, max_frame_bytes=max_frame_bytes).frame(b"")
         self._send_lock = trio.StrictFIFOLock()
         self._in_flight = trio.Semaphore(max_in_flight)
         self._waiters: dict[MatchKey, deque[_Waiter]] = {}
@@ -122,14 +137,19 @@ class SwitchClient:
 
     # -- sending --------------------------------------------------------------
 
-    async def send(self, raw: bytes | Sealed) -> None:
-        """Frame and send one message; do not wait for its answer."""
+    async def send(self, raw: bytes | Sealed, tpdu: bytes | None = None) -> None:
+        """Frame and send one message; do not wait for its answer. ``tpdu``
+        (TPDU listeners only) replaces the client's own for this message."""
         message = raw.raw if isinstance(raw, Sealed) else raw
-        await self._send_frame(self._framer.frame(message))
+        await self._send_frame(self._frame(message, tpdu))
+
+    def _frame(self, message: bytes, tpdu: bytes | None = None) -> bytes:
+        return self._framer.frame(message, tpdu if tpdu is not None else self.tpdu)
 
     async def send_keep_alive(self) -> None:
-        """A zero-length frame: tells the switch this connection is alive."""
-        await self._send_frame(self._framer.frame(b""))
+        """A zero-length frame: tells the switch this connection is alive
+        (no TPDU either: a TPDU listener takes length 0 as a keep-alive)."""
+        await self._send_frame(self._keep_alive)
 
     async def _send_frame(self, data: bytes) -> None:
         if self._closed is not None:
@@ -167,7 +187,7 @@ class SwitchClient:
                         async with self._send_lock:
                             built = request()
                             key = self._register(built.fields, waiter)
-                            await self._send_locked(self._framer.frame(built.raw))
+                            await self._send_locked(self._frame(built.raw))
                     else:
                         if isinstance(request, Sealed):
                             fields: Mapping[str, str] = request.fields
@@ -278,23 +298,44 @@ class SwitchClient:
         await self.stream.aclose()
 
 
+def parse_tpdu(text: str) -> bytes:
+    """A ``--tpdu`` argument: 10 hex digits (ID, destination, source), e.g.
+    ``6000120000``. Raises :class:`ValueError` (argparse shows it)."""
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        value = b""
+    if len(value) != TPDU_BYTES:
+        raise ValueError(f"a TPDU is {2 * TPDU_BYTES} hex digits, e.g. 6000120000")
+    return value
+
+
+def tpdu_argument(text: str) -> bytes:
+    """:func:`parse_tpdu` as an argparse ``type`` (its message shown)."""
+    try:
+        return parse_tpdu(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 @asynccontextmanager
 async def open_switch_client(
     host: str = "127.0.0.1", port: int = 8583, *, dialect: str = DEFAULT_DIALECT,
     framing: FramingKind | str = FramingKind.BINARY2, timeout_s: float = DEFAULT_TIMEOUT_S,
     keep_alive_s: float | None = None, max_in_flight: int = MAX_IN_FLIGHT_DEFAULT,
-    echo_target: bool = False,
+    echo_target: bool = False, tpdu: bytes | None = None,
 ) -> AsyncIterator[SwitchClient]:
     """Connect to a listener and run the reader (and, with
     ``keep_alive_s``, a keep-alive sender) until the block ends.
     ``echo_target``: the peer is an echo server returning each request
-    unchanged (the end-to-end benchmark's baseline)."""
+    unchanged (the end-to-end benchmark's baseline). ``tpdu``: the
+    listener frames with a TPDU; every request carries this one."""
     if keep_alive_s is not None and not (0 < keep_alive_s < math.inf):
         raise ValueError("keep_alive_s must be a positive number of seconds")
     stream = await trio.open_tcp_stream(host, port)
     client = SwitchClient(stream, codec_for(dialect), framing=framing,
                           max_in_flight=max_in_flight, timeout_s=timeout_s,
-                          echo_target=echo_target)
+                          echo_target=echo_target, tpdu=tpdu)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client.run_reader)
         if keep_alive_s is not None:

@@ -47,8 +47,10 @@ from simulators._connection import (
     SwitchClient,
     SwitchClientError,
     open_switch_client,
+    parse_tpdu,
     request_key,
     response_key,
+    tpdu_argument,
 )
 from simulators._device import (
     DEMO_BDK_HEX,
@@ -94,7 +96,9 @@ __all__ = [
     "device_initial_ksn",
     "open_switch_client",
     "pan_of",
+    "parse_tpdu",
     "request_key",
     "response_key",
+    "tpdu_argument",
     "verify_response_mac",
 ]

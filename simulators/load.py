@@ -43,6 +43,7 @@ from typing import Any, Final
 import trio
 from hdrh.histogram import HdrHistogram
 
+from iso_switch.protocol.framing import FramingKind
 from simulators._provision import LOAD_EXPIRY, LOAD_PIN, load_card_pan, provision_cards
 from simulators._state import SimState, StateError
 from simulators.client import (
@@ -56,6 +57,7 @@ from simulators.client import (
     SwitchClientError,
     TerminalDevice,
     open_switch_client,
+    tpdu_argument,
 )
 
 DEFAULT_MIX: Final = "purchase=60,balance=15,withdraw=10,refund=5,auth=10"
@@ -147,6 +149,8 @@ class Plan:
     host: str
     port: int
     dialect: str
+    framing: str
+    tpdu: bytes | None
     terminals: int
     terminal_ids: tuple[str, ...]
     mix: dict[str, int]
@@ -358,6 +362,7 @@ async def run_load(plan: Plan, state: SimState,
     async def drive(terminal: LoadTerminal) -> None:
         try:
             async with open_switch_client(plan.host, plan.port, dialect=plan.dialect,
+                                          framing=plan.framing, tpdu=plan.tpdu,
                                           timeout_s=plan.timeout_s,
                                           max_in_flight=max(plan.pipeline,
                                                             OPEN_LOOP_OUTSTANDING_MAX),
@@ -414,6 +419,7 @@ def summary(plan: Plan, stats: Stats, elapsed_s: float) -> dict[str, Any]:
     result: dict[str, Any] = {
         "mode": "closed-loop" if plan.rate_tps is None else "open-loop",
         "host": plan.host, "port": plan.port, "dialect": plan.dialect,
+        "framing": plan.framing, "tpdu": None if plan.tpdu is None else plan.tpdu.hex().upper(),
         "terminals": plan.terminals, "pipeline": plan.pipeline if plan.rate_tps is None else None,
         "mix": plan.mix, "cards": plan.cards,
         "duration_s": round(elapsed_s, 3),
@@ -497,6 +503,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8583, help="listener port (default 8583)")
     parser.add_argument("--dialect", default="ascii87-hex", help="listener dialect "
                         "(ascii87-hex default, ascii87-bin for port 8584)")
+    parser.add_argument("--framing", default="binary2",
+                        choices=[kind.value for kind in FramingKind],
+                        help="length header (default binary2)")
+    parser.add_argument("--tpdu", type=tpdu_argument, metavar="HEX",
+                        help="the listener frames with a TPDU: send this one (10 hex, e.g. "
+                        "6000120000)")
     parser.add_argument("--terminals", type=_bounded_int(1, TERMINALS_MAX), default=10,
                         help="connections, each its own DUKPT device (default 10)")
     parser.add_argument("--terminal-ids", default=",".join(DEFAULT_TERMINAL_IDS),
@@ -578,7 +590,8 @@ def _plan(args: argparse.Namespace) -> Plan:
         raise argparse.ArgumentTypeError("--terminal-ids is empty")
     duration = args.duration if args.duration is not None or args.count is not None else 10.0
     return Plan(host=args.host, port=args.port, dialect=args.dialect,
-                terminals=args.terminals, terminal_ids=ids, mix=args.mix,
+                framing=args.framing, tpdu=args.tpdu, terminals=args.terminals,
+                terminal_ids=ids, mix=args.mix,
                 pipeline=args.pipeline, rate_tps=args.rate, duration_s=duration,
                 count=args.count, cards=args.cards, first_card=args.first_card,
                 timeout_s=args.timeout, seed=args.seed, echo_target=args.echo_target)

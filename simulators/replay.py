@@ -54,6 +54,7 @@ from typing import Any, Final
 
 import trio
 
+from iso_switch.protocol.framing import TPDU_BYTES
 from iso_switch.security.errors import SecurityError
 from iso_switch.security.hsm import SoftwareHsm
 from iso_switch.security.ksn import TDES_COUNTER_BITS
@@ -61,6 +62,7 @@ from iso_switch.security.pinblock import FORMAT_0, decrypt_pin_block
 from iso_switch.server.trace import (
     PROTECTED_FIELDS,
     FieldSealer,
+    TracedListener,
     TraceEntry,
     TraceError,
     TraceHeader,
@@ -105,6 +107,7 @@ SKIP_MASKED = "masked fields"
 SKIP_UNDECODABLE = "undecodable when recorded"
 SKIP_NO_TARGET = "no target for its listener"
 SKIP_PIN = "PIN block does not decrypt under the key store"
+SKIP_NO_TPDU = "its TPDU listener recorded no TPDU for it"
 
 
 class ReplayError(Exception):
@@ -130,6 +133,10 @@ class Planned:
     recorded_masked: tuple[str, ...] = ()
     skip: str | None = None
     waits_for: list[int] = field(default_factory=list)
+    #: The recorded listener's framing (its trace header), and this
+    #: request's TPDU when that listener used one.
+    framing: str = "binary2"
+    tpdu: bytes | None = None
 
     @property
     def connection(self) -> tuple[str, int]:
@@ -142,7 +149,11 @@ def plan_replay(items: Iterable[TraceItem], sealer: FieldSealer | None) -> list[
     in the recording, before it came in). Several recordings in one file
     are replayed one after the other."""
     runs: dict[str, tuple[list[TraceEntry], dict[int, TraceEntry]]] = {}
+    listeners: dict[tuple[str, str], TracedListener] = {}
     for item in items:
+        if isinstance(item, TraceHeader):
+            for name, spoken in item.listeners.items():
+                listeners[(item.trace_id, name)] = spoken
         if not isinstance(item, TraceEntry):
             continue
         requests, answers = runs.setdefault(item.trace_id, ([], {}))
@@ -158,8 +169,9 @@ def plan_replay(items: Iterable[TraceItem], sealer: FieldSealer | None) -> list[
         index_of_seq: dict[int, int] = {}
         for entry in requests:
             index_of_seq[entry.seq] = len(planned)
-            planned.append(_plan_one(len(planned), entry, answers.get(entry.seq), sealer,
-                                     offset_s))
+            planned.append(_plan_one(
+                len(planned), entry, answers.get(entry.seq), sealer, offset_s,
+                listeners.get((entry.trace_id, entry.listener), TracedListener(entry.dialect))))
         outs = sorted((a for a in answers.values() if a.seq in index_of_seq),
                       key=lambda a: a.at_s)
         cursor = 0
@@ -173,13 +185,16 @@ def plan_replay(items: Iterable[TraceItem], sealer: FieldSealer | None) -> list[
 
 
 def _plan_one(index: int, entry: TraceEntry, answer: TraceEntry | None,
-              sealer: FieldSealer | None, offset_s: float) -> Planned:
+              sealer: FieldSealer | None, offset_s: float, spoken: TracedListener) -> Planned:
     skip: str | None = None
     fields: dict[str, str] = {}
+    tpdu = _tpdu(entry.tpdu) if spoken.tpdu else None
     if entry.error is not None:
         skip = SKIP_UNDECODABLE
     elif entry.masked:
         skip = SKIP_MASKED
+    elif spoken.tpdu and tpdu is None:
+        skip = SKIP_NO_TPDU
     else:
         fields = entry.restored(sealer)
     recorded: dict[str, str] | None = None
@@ -188,7 +203,19 @@ def _plan_one(index: int, entry: TraceEntry, answer: TraceEntry | None,
         recorded = answer.restored(sealer)
         recorded_masked = answer.masked
     return Planned(index, entry.trace_id, entry.conn, entry.seq, entry.at_s + offset_s,
-                   entry.listener, entry.dialect, fields, recorded, recorded_masked, skip)
+                   entry.listener, entry.dialect, fields, recorded, recorded_masked, skip,
+                   framing=spoken.framing, tpdu=tpdu)
+
+
+def _tpdu(text: str | None) -> bytes | None:
+    """A recorded TPDU (hex), if it is one."""
+    if text is None:
+        return None
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        return None
+    return value if len(value) == TPDU_BYTES else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,7 +436,7 @@ class Replayer:
             key = request_key(planned.fields)
             connection.pending.setdefault(key, deque()).append(planned.index)
             try:
-                await connection.client.send(raw)
+                await connection.client.send(raw, planned.tpdu)
             except SwitchClientError:
                 self._finish(planned.index, "missing", note="connection closed")
                 continue
@@ -425,6 +452,7 @@ class Replayer:
 
         async def hold_open(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
             async with open_switch_client(target[0], target[1], dialect=planned.dialect,
+                                          framing=planned.framing, tpdu=planned.tpdu,
                                           timeout_s=self.timeout_s) as client:
                 holder.append(client)
                 task_status.started()

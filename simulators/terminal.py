@@ -52,6 +52,7 @@ from simulators.client import (
     TerminalDevice,
     describe_response_code,
     open_switch_client,
+    tpdu_argument,
 )
 
 PIN_ENV: Final = "ISO_SWITCH_SIM_PIN"
@@ -177,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="listener dialect: ascii87-hex (default) or ascii87-bin")
     parser.add_argument("--framing", default="binary2",
                         choices=[kind.value for kind in FramingKind], help="length header")
+    parser.add_argument("--tpdu", type=tpdu_argument, metavar="HEX",
+                        help="the listener frames with a TPDU: send this one (10 hex, e.g. "
+                        "6000120000)")
     parser.add_argument("--terminal", default=DEFAULT_TERMINAL,
                         help=f"terminal ID, DE41 (default {DEFAULT_TERMINAL}: MAC required)")
     parser.add_argument("--merchant", default=DEMO_MERCHANT, help="merchant ID, DE42")
@@ -253,7 +257,8 @@ class Session:
 
     def connect(self) -> Any:
         return open_switch_client(self.options.host, self.port, dialect=self.options.dialect,
-                                  framing=self.options.framing, timeout_s=self.options.timeout)
+                                  framing=self.options.framing, tpdu=self.options.tpdu,
+                                  timeout_s=self.options.timeout)
 
     # -- building ---------------------------------------------------------------
 

@@ -32,7 +32,7 @@ import psec.pinblock
 import trio
 
 from iso_switch.codec import Codec, load_spec
-from iso_switch.config import Config, load_config
+from iso_switch.config import Config, ListenerConfig, load_config
 from iso_switch.security.dukpt import DukptKeys, TerminalDukpt
 from iso_switch.server import Switch, build_switch
 
@@ -86,6 +86,14 @@ class Running:
 
     def port(self, listener: str = HEX_LISTENER) -> int:
         return self.ports[listener]
+
+
+def switch_with_listener(tmp_path: Path, listener: ListenerConfig, **overrides: Any) -> Switch:
+    """A switch (config as :func:`make_config`) with ``listener`` only: for
+    the framings and TPDUs the default listeners do not use."""
+    config = make_config(tmp_path, **overrides)
+    return build_switch(dataclasses.replace(config, listeners=(listener,)),
+                        handle_signals=False)
 
 
 async def start_switch(nursery: trio.Nursery, tmp_path: Path, switch: Switch | None = None,

@@ -15,8 +15,10 @@ import pytest
 import trio
 
 from iso_switch.cli import main as iso_switch_main
+from iso_switch.config import ListenerConfig
 from iso_switch.server import build_hsm
-from iso_switch.server.trace import TraceEntry, TraceError
+from iso_switch.server.trace import TraceEntry, TraceError, TraceHeader
+from simulators.client import open_switch_client
 from simulators.replay import (
     SKIP_MASKED,
     FieldDiff,
@@ -38,6 +40,7 @@ from tests.server_helpers import (
     connect,
     make_config,
     start_switch,
+    switch_with_listener,
 )
 
 TRACE = "trace.jsonl"
@@ -224,3 +227,58 @@ async def test_a_switch_that_never_answers_gives_missing_answers(tmp_path):
     # Every request waits for the answer before it, so all time out in turn.
     assert report.count("missing") == 7 and not report.ok
     assert "no answer" in report.to_text()
+
+
+# -- other framings ------------------------------------------------------------
+
+POS = "pos"
+TPDU = bytes.fromhex("6000120000")
+
+
+POS_LISTENER = ListenerConfig(name=POS, port=0, dialect="ascii87-hex", framing="ascii4",
+                              tpdu=True)
+
+
+async def test_a_tpdu_listener_is_recorded_with_its_framing_and_replayed_alike(tmp_path):
+    """The trace header says how each listener framed (ascii4 + TPDU here)
+    and each frame's line its TPDU; replay speaks that framing and sends
+    each request with its recorded TPDU."""
+    recorded = tmp_path / "recorded"
+    async with trio.open_nursery() as nursery:
+        running = await start_switch(nursery, recorded, switch_with_listener(
+            recorded, POS_LISTENER, trace__enabled=True, trace__path=TRACE))
+        terminal = Terminal("TERM0001")
+        async with open_switch_client("127.0.0.1", running.port(POS), framing="ascii4",
+                                      tpdu=TPDU) as client:
+            codec = client.codec
+            for sealed in (terminal.seal(codec, terminal.network("301")),
+                           terminal.seal(codec, terminal.financial(amount=700), pin="1234",
+                                         mac=True)):
+                fields, _raw = await client.call(sealed.raw)
+                assert fields["39"] == "00"
+        running.switch.shutdown()
+    trace = recorded / TRACE
+    header = json.loads(trace.read_text().splitlines()[0])
+    assert header["listeners"] == {POS: {"dialect": "ascii87-hex", "framing": "ascii4",
+                                         "tpdu": True}}
+    frames = [json.loads(line) for line in trace.read_text().splitlines()[1:]]
+    assert {(f["dir"], f["tpdu"]) for f in frames} == {("in", "6000120000"),
+                                                       ("out", "6000000012")}
+
+    fresh = tmp_path / "fresh"
+    hsm = build_hsm(make_config(fresh))
+    plan, _masked = load_plan(trace, hsm)
+    assert {(p.framing, p.tpdu) for p in plan} == {("ascii4", TPDU)}
+    async with trio.open_nursery() as nursery:
+        running = await start_switch(nursery, fresh, switch_with_listener(fresh, POS_LISTENER))
+        report = await Replayer(plan, {POS: ("127.0.0.1", running.port(POS))}, hsm=hsm,
+                                pace="max", timeout_s=10).run()
+        running.switch.shutdown()
+    assert report.ok and report.count("matched") == 2
+
+
+def test_a_trace_without_listener_framings_replays_as_binary2():
+    """Traces written before the header named framings."""
+    header = TraceHeader("t1", "", False, None, None)
+    plan = plan_replay([header, _entry(1, "in", 0.0), _entry(1, "out", 0.1)], None)
+    assert [(p.framing, p.tpdu, p.skip) for p in plan] == [("binary2", None, None)]

@@ -393,7 +393,7 @@ class Switch:
         started = time.perf_counter()
         lc, peer, dialect = conn.lc, conn.peer, conn.dialect
         trace = self.trace  # [trace] the message as received, its response as sent
-        seq = (trace.record_in(conn.conn_id, lc.name, lc.dialect, message)
+        seq = (trace.record_in(conn.conn_id, lc.name, lc.dialect, message, tpdu)
                if trace is not None else 0)
         codec = dialect.codec
         try:
@@ -462,10 +462,11 @@ class Switch:
             self._finished(conn)
             return
         try:
+            answer_tpdu = swap_tpdu(tpdu) if tpdu is not None else None
             if self.trace is not None:  # [trace]
-                self.trace.record_out(conn.conn_id, seq, lc.name, lc.dialect, response)
-            frame = self._out_framers[lc.name].frame(
-                response, swap_tpdu(tpdu) if tpdu is not None else None)
+                self.trace.record_out(conn.conn_id, seq, lc.name, lc.dialect, response,
+                                      answer_tpdu)
+            frame = self._out_framers[lc.name].frame(response, answer_tpdu)
         except Exception as exc:
             self._answer_failed(conn, exc)
             return

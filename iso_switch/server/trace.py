@@ -19,15 +19,21 @@ MACs and KSNs stay in clear: a MAC is not a key and a KSN is not secret.
 The first line of each recording is a header::
 
     {"kind": "header", "v": 1, "trace": "<16 hex>", "started": "...Z",
-     "masked": false, "key": "demo-trace", "key_kcv": "76B4F7B35F"}
+     "masked": false, "key": "demo-trace", "key_kcv": "76B4F7B35F",
+     "listeners": {"ascii87-hex": {"dialect": "ascii87-hex", "framing": "binary2",
+                                   "tpdu": false}, ...}}
 
-then one line per frame::
+(``listeners``: how each listener frames its messages, so a replay speaks
+the same framing; traces written before it existed replay as ``binary2``
+without a TPDU), then one line per frame::
 
     {"kind": "message", "trace": "...", "at_s": 0.012345, "time": "...Z",
      "conn": 1, "seq": 1, "listener": "ascii87-hex", "dialect": "ascii87-hex",
      "dir": "in", "msg": {"t": "0200", "3": "000000", ...},
      "sealed": {"2": "<base64 nonce+ciphertext>", "52": "..."}, "masked": []}
 
+On a TPDU listener a frame's line also has its TPDU (``"tpdu":
+"6000010000"``, hex: it routes, it is not secret).
 ``at_s`` counts seconds from the recording's start (a monotonic clock, for
 pacing a replay); ``seq`` numbers requests over the whole recording and an
 ``out`` line carries the ``seq`` of the request it answers; ``conn``
@@ -214,11 +220,23 @@ def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+@dataclass(frozen=True, slots=True)
+class TracedListener:
+    """How a recorded listener spoke: what a replay needs to speak it too."""
+
+    dialect: str
+    framing: str = "binary2"
+    tpdu: bool = False
+
+
 def header_line(trace_id: str, started: datetime, masked: bool, key_name: str | None,
-                key_kcv: str | None) -> str:
+                key_kcv: str | None,
+                listeners: Mapping[str, TracedListener] | None = None) -> str:
     return json.dumps({
         "kind": "header", "v": TRACE_FORMAT_VERSION, "trace": trace_id,
         "started": _iso(started), "masked": masked, "key": key_name, "key_kcv": key_kcv,
+        "listeners": {name: {"dialect": lc.dialect, "framing": lc.framing, "tpdu": lc.tpdu}
+                      for name, lc in (listeners or {}).items()},
     }, separators=(",", ":"))
 
 
@@ -233,6 +251,7 @@ class Frame:
     dialect: str
     direction: Direction
     message: bytes = field(repr=False)
+    tpdu: bytes | None = None
 
 
 def message_line(trace_id: str, started: datetime, frame: Frame, codec: Codec,
@@ -244,6 +263,8 @@ def message_line(trace_id: str, started: datetime, frame: Frame, codec: Codec,
         "seq": frame.seq, "listener": frame.listener, "dialect": frame.dialect,
         "dir": frame.direction,
     }
+    if frame.tpdu is not None:
+        line["tpdu"] = frame.tpdu.hex().upper()
     try:
         fields = codec.decode(frame.message)
     except CodecError:
@@ -269,6 +290,8 @@ class TraceHeader:
     masked: bool
     key_name: str | None
     key_kcv: str | None
+    #: Listener name -> how it framed messages (empty in older traces).
+    listeners: Mapping[str, TracedListener] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +311,8 @@ class TraceEntry:
     sealed: dict[str, str] = field(repr=False)
     masked: tuple[str, ...]
     error: str | None = None
+    #: The frame's TPDU (hex) on a TPDU listener.
+    tpdu: str | None = None
 
     def restored(self, sealer: FieldSealer | None) -> dict[str, str]:
         """Every field in clear (sealed ones opened). Raises
@@ -337,7 +362,8 @@ def _parse_line(data: Any) -> TraceItem:
         if data["v"] != TRACE_FORMAT_VERSION:
             raise ValueError("unknown trace format version")
         return TraceHeader(str(data["trace"]), str(data["started"]), bool(data["masked"]),
-                           data.get("key"), data.get("key_kcv"))
+                           data.get("key"), data.get("key_kcv"),
+                           _listeners(data.get("listeners", {})))
     if kind == "gap":
         return TraceGap(str(data["trace"]), int(data["dropped"]))
     if kind != "message":
@@ -353,7 +379,16 @@ def _parse_line(data: Any) -> TraceItem:
         fields=_str_map(data.get("msg", {})), sealed=_str_map(data.get("sealed", {})),
         masked=tuple(str(k) for k in data.get("masked", ())),
         error=None if error is None else str(error),
+        tpdu=None if data.get("tpdu") is None else str(data["tpdu"]),
     )
+
+
+def _listeners(value: Any) -> dict[str, TracedListener]:
+    if not isinstance(value, dict):
+        raise TypeError("expected an object of listeners")
+    return {str(name): TracedListener(str(info["dialect"]), str(info["framing"]),
+                                      bool(info["tpdu"]))
+            for name, info in value.items()}
 
 
 def read_trace(path: str | os.PathLike[str]) -> list[TraceItem]:
@@ -386,6 +421,7 @@ class TraceRecorder:
         sealer: FieldSealer | None,
         key_name: str | None = None,
         key_kcv: str | None = None,
+        listeners: Mapping[str, TracedListener] | None = None,
         buffer_lines_max: int = TRACE_BUFFER_LINES_MAX,
         flush_lines: int = TRACE_FLUSH_LINES,
         flush_interval_s: float = TRACE_FLUSH_INTERVAL_S,
@@ -396,6 +432,7 @@ class TraceRecorder:
         self._sealer = sealer
         self._key_name = key_name
         self._key_kcv = key_kcv
+        self._listeners = dict(listeners or {})
         self._buffer_lines_max = buffer_lines_max
         self._flush_lines = flush_lines
         self._flush_interval_s = flush_interval_s
@@ -426,18 +463,19 @@ class TraceRecorder:
         self._connections += 1
         return self._connections
 
-    def record_in(self, conn: int, listener: str, dialect: str, message: bytes) -> int:
+    def record_in(self, conn: int, listener: str, dialect: str, message: bytes,
+                  tpdu: bytes | None = None) -> int:
         """Record a received message; returns its ``seq`` for :meth:`record_out`."""
         self._requests += 1
         self._append(Frame(time.monotonic() - self._started_mono, conn, self._requests,
-                           listener, dialect, "in", message))
+                           listener, dialect, "in", message, tpdu))
         return self._requests
 
     def record_out(self, conn: int, seq: int, listener: str, dialect: str,
-                   message: bytes) -> None:
+                   message: bytes, tpdu: bytes | None = None) -> None:
         """Record the response to request ``seq``."""
         self._append(Frame(time.monotonic() - self._started_mono, conn, seq, listener,
-                           dialect, "out", message))
+                           dialect, "out", message, tpdu))
 
     def _append(self, frame: Frame) -> None:
         if len(self._buffer) >= self._buffer_lines_max:
@@ -497,7 +535,7 @@ class TraceRecorder:
                                  TRACE_FILE_MODE)
             self._file = os.fdopen(descriptor, "a", encoding="utf-8")
             lines.append(header_line(self.trace_id, self._started, self.masked,
-                                     self._key_name, self._key_kcv))
+                                     self._key_name, self._key_kcv, self._listeners))
         if dropped:
             lines.append(gap_line(self.trace_id, dropped))
             self.dropped_total += dropped
@@ -544,12 +582,14 @@ def open_trace(config: Config, key_store: KeyStore | None) -> TraceRecorder | No
         return None
     path = config.resolve_path(settings.path)
     _check_writable(path)
+    listeners = {lc.name: TracedListener(lc.dialect, str(lc.framing), lc.tpdu)
+                 for lc in config.listeners}
     if settings.masked:
-        return TraceRecorder(path, sealer=None)
+        return TraceRecorder(path, sealer=None, listeners=listeners)
     if key_store is None:
         raise TraceError("an unmasked trace needs the key store (or set trace.masked = true)")
     sealer, name, kcv = sealer_from_store(key_store)
-    return TraceRecorder(path, sealer=sealer, key_name=name, key_kcv=kcv)
+    return TraceRecorder(path, sealer=sealer, key_name=name, key_kcv=kcv, listeners=listeners)
 
 
 __all__ = [
@@ -563,6 +603,7 @@ __all__ = [
     "TraceHeader",
     "TraceItem",
     "TraceRecorder",
+    "TracedListener",
     "mask_value",
     "open_trace",
     "parse_lines",
