@@ -194,6 +194,9 @@ class LedgerConfig:
     #: Where the processor runs: ``process`` (a child process, its own core)
     #: or ``thread`` (the switch's writer thread, sharing the GIL).
     worker: str = field(default="process", metadata=_choices("process", "thread"))
+    #: An idle switch still runs housekeeping (due holds expire, old keys
+    #: are pruned) this often; a busy one does it with every batch.
+    housekeeping_interval_s: float = field(default=30.0, metadata=_bounded(0.05, 3600))
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ does not depend on the other groups of ``iso-switch``."""
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -96,3 +96,34 @@ def test_ledger_init_seeds_through_the_demo_key_store(tmp_path: Path,
     store = open_store(tmp_path)
     assert len(store.list_cards()) == 5
     assert store.list_cards()[0].pvd_method == "pvv"
+
+
+def test_check_allows_a_due_hold_the_switch_has_yet_to_expire(
+        data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hold past its expiry stays pending until the switch's next
+    housekeeping: `ledger check` notes it; only one pending past the grace
+    (the switch has not run) is a violation."""
+    from tests.helpers_ledger import ACCOUNT_RICH, SETTLEMENT
+
+    d = ["--data-dir", str(data_dir)]
+    now = datetime.now(UTC)
+    store = open_store(data_dir)
+    card = store.account_by_number(ACCOUNT_RICH)
+    merchant = store.account_by_number(SETTLEMENT)
+    assert card is not None and merchant is not None
+    with store.write():
+        store.hold(card.id, merchant.id, 100, card.currency, now - timedelta(minutes=10), "h1",
+                   now - timedelta(days=7))
+    capsys.readouterr()
+    assert run(["ledger", "check", *d]) == 0
+    out = capsys.readouterr().out
+    assert "ledger ok" in out and "note: 1 hold(s) past their expiry" in out
+
+    with store.write():
+        store.hold(card.id, merchant.id, 100, card.currency,
+                   now - ledger_cmd.EXPIRY_GRACE - timedelta(minutes=1), "h2",
+                   now - timedelta(days=8))
+    store.close()
+    assert run(["ledger", "check", *d]) == 1
+    out = capsys.readouterr().out
+    assert out.count("VIOLATION") == 1 and "pending past its expiry" in out

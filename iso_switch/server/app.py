@@ -184,7 +184,8 @@ class Switch:
         self.bound: list[tuple[str, str, int]] = []
         # Requests queued or in a batch: at the bound, request tasks wait.
         self._queue_slots = trio.Semaphore(WRITER_QUEUE_REQUESTS)
-        self._pump = _LedgerPump(self.ledger, config.limits.max_batch)
+        self._pump = _LedgerPump(self.ledger, config.limits.max_batch,
+                                 config.ledger.housekeeping_interval_s)
         self._expire_scope = trio.CancelScope()
         self._flush_scope = trio.CancelScope()
         self._stop = trio.Event()
@@ -614,15 +615,20 @@ class Switch:
 class _LedgerPump:
     """Group commit in a thread of its own: wait for queued requests, take
     up to ``max_batch`` of them, have the ledger decide them in one
-    transaction, hand the decisions to trio, repeat.
+    transaction, hand the decisions to trio, repeat. Idle for
+    ``housekeeping_interval_s``, it sends an empty batch: housekeeping
+    (expiring due holds, pruning) runs with every batch, so it must not
+    wait for traffic.
 
     ``lock`` guards the queue. A request leaves it exactly once, under the
     lock: taken into a batch here (then always decided), or expired by its
     deadline in the trio thread (then answered 91, never decided)."""
 
-    def __init__(self, ledger: LedgerWorker, max_batch: int) -> None:
+    def __init__(self, ledger: LedgerWorker, max_batch: int,
+                 housekeeping_interval_s: float = 30.0) -> None:
         self.ledger = ledger
         self.max_batch = max_batch
+        self.housekeeping_interval_s = housekeeping_interval_s
         self.lock = threading.Lock()
         self._ready = threading.Condition(self.lock)
         self._queue: deque[_Pending] = deque()
@@ -665,12 +671,20 @@ class _LedgerPump:
         try:
             while True:
                 with self._ready:
+                    idle = False
                     while not self._queue and not self._closing:
-                        self._ready.wait()
+                        if not self._ready.wait(self.housekeeping_interval_s):
+                            idle = True
+                            break
                     queue = self._queue
-                    if not queue:
+                    if not queue and not idle:
                         break
                     live = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
+                if not live:
+                    # Idle: an empty batch, so due holds expire and old keys
+                    # are pruned without waiting for the next request.
+                    self.decide([])
+                    continue
                 outcomes = self.decide([p.request for p in live])
                 token.run_sync_soon(deliver, live, outcomes)
         finally:
