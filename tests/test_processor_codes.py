@@ -3,12 +3,13 @@ each produced by a request, in the order of checks of section 3."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from iso_switch.processor import CommitFailed, ProcessorConfig, Request, answer_0800
+from iso_switch.processor import CommitFailed, Processor, ProcessorConfig, Request, answer_0800
 from tests.helpers_ledger import (
     ACCOUNT_POOR,
     ACCOUNT_RICH,
@@ -346,3 +347,25 @@ def test_response_echo_and_log_never_hold_a_pan(env: Env) -> None:
         assert out.response[name] == fields[name]
     assert CARD_RICH not in repr(out.log)
     assert out.log["pan_masked"] == "476173******0010"
+
+
+def test_velocity_counts_survive_a_restart(tmp_path: Path) -> None:
+    """The rule counts in memory; a new processor on the same ledger (a
+    restarted switch or ledger process) takes the window's debits from the
+    journal: two before the restart, the third after it is declined."""
+    from iso_switch.issuer import RiskRules
+
+    config = ProcessorConfig(synchronous="OFF",
+                             risk=RiskRules(velocity_count=2, velocity_action="decline"))
+    env = make_env(tmp_path, config)
+    assert [rc(env, financial(env, amount=100)) for _ in range(2)] == ["00", "00"]
+    assert rc(env, financial(env, amount=100, pan=CARD_POOR, pin="4321")) == "00"
+    restarted = dataclasses.replace(
+        env, processor=Processor(env.store, env.processor.hsm, config, clock=env.clock))
+    assert rc(restarted, financial(restarted, amount=100)) == "05"
+    assert rc(restarted, financial(restarted, amount=100, pan=CARD_POOR, pin="4321")) == "00"
+    # Past the window the journal no longer counts.
+    env.clock.advance(timedelta(minutes=2))
+    again = dataclasses.replace(
+        restarted, processor=Processor(env.store, env.processor.hsm, config, clock=env.clock))
+    assert rc(again, financial(again, amount=100)) == "00"

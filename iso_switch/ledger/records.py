@@ -364,6 +364,20 @@ class RecordsMixin:
         ).fetchone()
         return None if row is None else _txn(row)
 
+    def recent_debit_requests(self, since: datetime) -> list[tuple[int, str]]:
+        """(card id, received at) of the original debit requests decided
+        after ``since`` that reached the risk rules (approved, or declined
+        05 by them), oldest first: the velocity rule's memory after a
+        restart. Uses the ``txns_created`` index."""
+        rows = self.conn.execute(
+            "SELECT card_id, created_at FROM txns WHERE created_at > ? "
+            "AND card_id IS NOT NULL AND substr(mti, 1, 3) IN ('010', '020') "
+            "AND substr(code, 1, 2) IN ('00', '01', '40') AND rc IN ('00', '05') "
+            "ORDER BY created_at",
+            (ts(since),),
+        )
+        return [(int(card_id), str(created_at)) for card_id, created_at in rows]
+
     def insert_txn(self, txn: TxnRow) -> None:
         # One C call for the 24 values; counts_daily (a bool) binds as 0/1.
         self.conn.execute(_TXN_INSERT, _txn_values(txn))

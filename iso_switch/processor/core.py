@@ -38,6 +38,7 @@ from iso_switch.ledger import (
     SqliteLedgerStore,
     TransferKind,
     TxnRow,
+    parse_ts,
     ts,
 )
 from iso_switch.ledger.records import CardRow, MerchantRow, TerminalRow
@@ -154,6 +155,7 @@ class Processor:
         self._seq = 0
         self._last_prune: datetime | None = None
         self._velocity: dict[int, deque[datetime]] = {}
+        self._velocity_loaded = False
         epoch = datetime.fromtimestamp(0, self.zone)
         self._local_last: tuple[datetime | None, datetime] = (None, epoch)
         self.reload()
@@ -201,6 +203,8 @@ class Processor:
         try:
             self._seq = max(self._seq, store.max_txn_seq())
             self._housekeeping(self.clock())
+            if not self._velocity_loaded:
+                self._load_velocity(self.clock())
             for request in requests:
                 store.savepoint()
                 try:
@@ -220,6 +224,20 @@ class Processor:
     def network_management(self, request: Request) -> Outcome:
         response = answer_0800(request.fields)
         return Outcome(response, False, self._log(request.fields, response["39"], "network"))
+
+    def _load_velocity(self, now: datetime) -> None:
+        """The velocity rule counts in memory; on the first batch after a
+        start (a restarted switch or ledger process) it takes the last
+        window's debit requests from the journal, so a restart does not
+        give every card a fresh count."""
+        since = now - self.config.risk.velocity_window
+        velocity = self._velocity
+        for card_id, received_at in self.store.recent_debit_requests(since):
+            recent = velocity.get(card_id)
+            if recent is None:
+                recent = velocity[card_id] = deque(maxlen=VELOCITY_TIMES_PER_CARD_MAX)
+            recent.append(parse_ts(received_at))
+        self._velocity_loaded = True
 
     def _housekeeping(self, now: datetime) -> None:
         """Expire due holds, and prune old keys once per prune interval."""
