@@ -10,6 +10,8 @@ sequence of transfers, refusals and rolled-back requests."""
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -23,12 +25,35 @@ from tests.helpers_ledger import LEDGER_NOW as NOW
 
 ACCOUNTS = 5  # see small_ledger: 1 closed, 2 equity, 3 cardholder, 4 settlement, 5 USD
 
-# (debit, credit, amount, roll this request back afterwards)
+# One request of a batch: an operation on accounts (and on the holds placed
+# so far), whether it is rolled back afterwards, and whether the test
+# compares every account with the database after it (random points, so
+# the cache is sometimes partly filled when the next request reads it).
+KINDS = ("transfer", "hold", "post", "void", "expire", "close", "reopen")
 OPS = st.lists(
-    st.tuples(st.integers(1, ACCOUNTS), st.integers(1, ACCOUNTS), st.integers(-5, 40_000),
-              st.booleans()),
-    max_size=16,
+    st.tuples(st.sampled_from(KINDS), st.integers(1, ACCOUNTS), st.integers(1, ACCOUNTS),
+              st.integers(-5, 40_000), st.booleans(), st.booleans()),
+    max_size=20,
 )
+
+
+def _apply(store: SqliteLedgerStore, holds: list[int],
+           op: tuple[str, int, int, int, bool, bool]) -> None:
+    kind, first, second, amount, _undo, _compare = op
+    if kind == "transfer":
+        store.transfer(first, second, amount, CNY, "t", NOW)
+    elif kind == "hold":
+        holds.append(store.hold(first, second, amount, CNY, NOW + timedelta(days=7), "h", NOW))
+    elif kind == "close" or kind == "reopen":
+        store.set_account_closed(first, kind == "close")
+    elif holds:
+        hold_id = holds[first % len(holds)]
+        if kind == "post":
+            store.post_hold(hold_id, amount, "p", NOW)
+        elif kind == "void":
+            store.void_hold(hold_id, "v", NOW)
+        else:
+            store.expire_holds([hold_id], NOW + timedelta(days=8))
 
 
 def _truth(store: SqliteLedgerStore, account_id: int) -> tuple[int, int, int, int]:
@@ -38,6 +63,11 @@ def _truth(store: SqliteLedgerStore, account_id: int) -> tuple[int, int, int, in
     return tuple(row)  # type: ignore[return-value]
 
 
+def _closed(store: SqliteLedgerStore, account_id: int) -> bool:
+    row = store.conn.execute("SELECT closed FROM accounts WHERE id = ?", (account_id,))
+    return bool(row.fetchone()[0])
+
+
 def _totals(account: Account) -> tuple[int, int, int, int]:
     return (account.debits_pending, account.debits_posted, account.credits_pending,
             account.credits_posted)
@@ -45,22 +75,27 @@ def _totals(account: Account) -> tuple[int, int, int, int]:
 
 @given(ops=OPS)
 def test_cached_accounts_match_the_database_through_rollbacks(
-    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[int, int, int, bool]]
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int, int, int, bool, bool]]
 ) -> None:
     store = small_ledger(tmp_path_factory.mktemp("cache") / "ledger.sqlite3")
+    holds: list[int] = []
     try:
         store.begin()
-        for debit, credit, amount, undo in ops:
+        for op in ops:
             store.savepoint()
             # A refusal writes nothing and leaves the cached rows unchanged.
             with contextlib.suppress(LedgerError):
-                store.transfer(debit, credit, amount, CNY, "t", NOW)
-            if undo:
+                _apply(store, holds, op)
+            if op[4]:  # the request failed: rolled back alone
                 store.rollback_to()
             else:
                 store.release()
-            for account_id in range(1, ACCOUNTS + 1):
-                assert _totals(store.get_account(account_id)) == _truth(store, account_id)
+            if op[5]:
+                for account_id in range(1, ACCOUNTS + 1):
+                    assert _totals(store.get_account(account_id)) == _truth(store, account_id)
+                    assert store.get_account(account_id).closed == _closed(store, account_id)
+        for account_id in range(1, ACCOUNTS + 1):
+            assert _totals(store.get_account(account_id)) == _truth(store, account_id)
         store.commit()
         assert store.check_invariants() == []
     finally:
@@ -105,6 +140,25 @@ def test_ksn_state_follows_rollbacks_and_other_connections(tmp_path: Path) -> No
         store.put_ksn_state("DEV", 7, 0b1, NOW)
         store.rollback()  # the whole batch failed
         store.begin()
+        assert store.get_ksn_state("DEV") is None
+        store.put_ksn_state("DEV", 8, 0b1, NOW)
+        store.commit()
+
+        # A write that fails leaves the cache as the database is.
+        store.conn.execute("CREATE TEMP TRIGGER refuse BEFORE UPDATE ON ksn_state "
+                           "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        store.begin()
+        assert store.get_ksn_state("DEV") == (8, 0b1)
+        with pytest.raises(sqlite3.DatabaseError):
+            store.put_ksn_state("DEV", 12, 0b11, NOW)
+        assert store.get_ksn_state("DEV") == (8, 0b1)
+        store.commit()
+        store.conn.execute("DROP TRIGGER refuse")
+
+        # Pruning forgets old states, cached or not.
+        store.begin()
+        assert store.get_ksn_state("DEV") == (8, 0b1)
+        store.prune(NOW + timedelta(days=1))
         assert store.get_ksn_state("DEV") is None
         store.commit()
     finally:

@@ -349,23 +349,54 @@ def test_response_echo_and_log_never_hold_a_pan(env: Env) -> None:
     assert out.log["pan_masked"] == "476173******0010"
 
 
-def test_velocity_counts_survive_a_restart(tmp_path: Path) -> None:
-    """The rule counts in memory; a new processor on the same ledger (a
-    restarted switch or ledger process) takes the window's debits from the
-    journal: two before the restart, the third after it is declined."""
+def _restarted(env: Env) -> Env:
+    """The same ledger, clock, STANs and KSNs under a new processor (a
+    restarted switch or ledger process)."""
+    return dataclasses.replace(env, processor=Processor(
+        env.store, env.processor.hsm, env.processor.config, clock=env.clock))
+
+
+def _velocity_env(tmp_path: Path) -> Env:
     from iso_switch.issuer import RiskRules
 
-    config = ProcessorConfig(synchronous="OFF",
-                             risk=RiskRules(velocity_count=2, velocity_action="decline"))
-    env = make_env(tmp_path, config)
+    return make_env(tmp_path, ProcessorConfig(
+        synchronous="OFF", risk=RiskRules(velocity_count=2, velocity_action="decline")))
+
+
+def test_velocity_counts_survive_a_restart(tmp_path: Path) -> None:
+    """The rule counts in memory; a new processor on the same ledger takes
+    the window's debits from the journal: two before the restart, the third
+    after it is declined (another card is not); past the window, none."""
+    env = _velocity_env(tmp_path)
     assert [rc(env, financial(env, amount=100)) for _ in range(2)] == ["00", "00"]
     assert rc(env, financial(env, amount=100, pan=CARD_POOR, pin="4321")) == "00"
-    restarted = dataclasses.replace(
-        env, processor=Processor(env.store, env.processor.hsm, config, clock=env.clock))
-    assert rc(restarted, financial(restarted, amount=100)) == "05"
-    assert rc(restarted, financial(restarted, amount=100, pan=CARD_POOR, pin="4321")) == "00"
-    # Past the window the journal no longer counts.
+    env = _restarted(env)
+    assert rc(env, financial(env, amount=100)) == "05"
+    assert rc(env, financial(env, amount=100, pan=CARD_POOR, pin="4321")) == "00"
     env.clock.advance(timedelta(minutes=2))
-    again = dataclasses.replace(
-        restarted, processor=Processor(env.store, env.processor.hsm, config, clock=env.clock))
-    assert rc(again, financial(again, amount=100)) == "00"
+    env = _restarted(env)
+    assert rc(env, financial(env, amount=100)) == "00"
+
+
+def test_velocity_reload_counts_declines_by_the_rules_but_not_other_requests(
+        tmp_path: Path) -> None:
+    env = _velocity_env(tmp_path)
+    # 00 at t0, 00 at +30 s, 05 (the rule) at +50 s; at +65 s the first has
+    # left the 60 s window: the 00 and the 05 left make the next one a third.
+    assert rc(env, financial(env, amount=100)) == "00"
+    env.clock.advance(timedelta(seconds=30))
+    assert rc(env, financial(env, amount=100)) == "00"
+    env.clock.advance(timedelta(seconds=20))
+    assert rc(env, financial(env, amount=100)) == "05"
+    env.clock.advance(timedelta(seconds=15))
+    assert rc(_restarted(env), financial(env, amount=100)) == "05"
+
+    # Refunds and balance inquiries are not debits: not counted, before or
+    # after a restart.
+    env.clock.advance(timedelta(minutes=5))
+    assert rc(env, financial(env, code="200000", amount=100)) == "00"
+    assert rc(env, financial(env, code="310000", amount=0, pin="1234")) == "00"
+    assert rc(env, financial(env, amount=100)) == "00"
+    env = _restarted(env)
+    assert rc(env, financial(env, amount=100)) == "00"  # a second debit: allowed
+    assert rc(env, financial(env, amount=100)) == "05"  # a third: not

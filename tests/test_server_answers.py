@@ -6,19 +6,22 @@ canonical lines are written out with its answers."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import structlog
 import trio
 
-from iso_switch.logs import configure_logging, flush_logs
+from iso_switch.logs import BatchedStream, configure_logging, flush_logs
 from iso_switch.logs import setup as log_setup
+from iso_switch.server import app as server_app
 from tests.server_helpers import Running, Terminal, connect, echo_ok, frame, start_switch
 
 # Enough answers (about 150 bytes each) to overflow a small client receive
@@ -83,15 +86,33 @@ async def test_a_peer_that_resets_with_answers_pending_costs_only_itself(
         assert answer["39"] not in {"91", "96"}
 
 
-async def test_batched_logging_writes_each_batch_with_its_answers(
-    running: Running,
-) -> None:
-    """What ``iso-switch serve`` runs with: the canonical line of an answer
-    is written out with its batch (before the client can read it); a line
-    logged outside a batch (a sign-on) follows on the flush timer."""
+@contextlib.contextmanager
+def batched_log_capture() -> Iterator[io.StringIO]:
+    """Logging as ``iso-switch serve`` configures it, onto a StringIO;
+    afterwards nothing of it is left for the next test."""
     stream = io.StringIO()
     configure_logging("json", "info", stream, cache_loggers=False, batched=True)
     try:
+        yield stream
+    finally:
+        flush_logs()
+        log_setup._batched = None
+        structlog.reset_defaults()
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if type(h).__name__ == "_SafeStdlibHandler"]:
+            root.removeHandler(handler)
+
+
+async def test_batched_logging_writes_each_batch_with_its_answers(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``iso-switch serve`` runs with. With the flush timer out of the
+    way, an answer's canonical line is written out with its batch, before
+    the client can read the answer; a line logged outside a batch (a
+    sign-on) is held until the next flush."""
+    monkeypatch.setattr(server_app, "LOG_FLUSH_INTERVAL_S", 3600.0)
+    with batched_log_capture() as stream:
+        running = await start_switch(nursery, tmp_path)
         terminal = Terminal()
         async with connect(running) as client:
             request = terminal.seal(client.codec, terminal.financial(amount=1), pin="1234",
@@ -105,10 +126,29 @@ async def test_batched_logging_writes_each_batch_with_its_answers(
 
             sign_on = terminal.seal(client.codec, terminal.network("001"))
             assert (await client.call(sign_on))["39"] == "00"
+            assert '"network_code": "001"' not in stream.getvalue()  # held
+            flush_logs()
+            assert '"network_code": "001"' in stream.getvalue()
+        running.switch.shutdown()
+
+
+async def test_batched_logging_writes_other_lines_on_a_timer(running: Running) -> None:
+    with batched_log_capture() as stream:
+        terminal = Terminal()
+        async with connect(running) as client:
+            sign_on = terminal.seal(client.codec, terminal.network("001"))
+            assert (await client.call(sign_on))["39"] == "00"
             with trio.fail_after(10):  # the timer flushes every 0.1 s
-                while '"network_code":"001"' not in stream.getvalue().replace(" ", ""):
+                while '"network_code": "001"' not in stream.getvalue():
                     await trio.sleep(0.02)
-    finally:
-        flush_logs()
-        log_setup._batched = None
-        structlog.reset_defaults()
+
+
+def test_a_broken_log_output_never_raises() -> None:
+    """The server flushes from trio callbacks: a closed or broken stderr
+    must cost log lines, never the process."""
+    output = io.StringIO()
+    batched = BatchedStream(output)
+    batched.write("line\n")
+    output.close()
+    batched.write_out()  # ValueError from the closed stream: swallowed
+    assert batched.lost_writes == 1

@@ -233,6 +233,7 @@ async def test_a_switch_that_never_answers_gives_missing_answers(tmp_path):
 
 POS = "pos"
 TPDU = bytes.fromhex("6000120000")
+OTHER_TPDU = bytes.fromhex("6000340000")
 
 
 POS_LISTENER = ListenerConfig(name=POS, port=0, dialect="ascii87-hex", framing="ascii4",
@@ -242,7 +243,8 @@ POS_LISTENER = ListenerConfig(name=POS, port=0, dialect="ascii87-hex", framing="
 async def test_a_tpdu_listener_is_recorded_with_its_framing_and_replayed_alike(tmp_path):
     """The trace header says how each listener framed (ascii4 + TPDU here)
     and each frame's line its TPDU; replay speaks that framing and sends
-    each request with its recorded TPDU."""
+    each request with its own recorded TPDU (two different ones on one
+    connection here, as the fresh switch's own trace shows)."""
     recorded = tmp_path / "recorded"
     async with trio.open_nursery() as nursery:
         running = await start_switch(nursery, recorded, switch_with_listener(
@@ -251,30 +253,36 @@ async def test_a_tpdu_listener_is_recorded_with_its_framing_and_replayed_alike(t
         async with open_switch_client("127.0.0.1", running.port(POS), framing="ascii4",
                                       tpdu=TPDU) as client:
             codec = client.codec
-            for sealed in (terminal.seal(codec, terminal.network("301")),
-                           terminal.seal(codec, terminal.financial(amount=700), pin="1234",
-                                         mac=True)):
-                fields, _raw = await client.call(sealed.raw)
-                assert fields["39"] == "00"
+            fields, _raw = await client.call(terminal.seal(codec, terminal.network("301")).raw)
+            assert fields["39"] == "00"
+            # A keep-alive needs no TPDU, even here.
+            await client.send_keep_alive()
+            purchase = terminal.seal(codec, terminal.financial(amount=700), pin="1234", mac=True)
+            await client.send(purchase.raw, OTHER_TPDU)
+            assert (await client.receive()).fields["39"] == "00"
         running.switch.shutdown()
     trace = recorded / TRACE
     header = json.loads(trace.read_text().splitlines()[0])
     assert header["listeners"] == {POS: {"dialect": "ascii87-hex", "framing": "ascii4",
                                          "tpdu": True}}
     frames = [json.loads(line) for line in trace.read_text().splitlines()[1:]]
-    assert {(f["dir"], f["tpdu"]) for f in frames} == {("in", "6000120000"),
-                                                       ("out", "6000000012")}
+    assert [(f["dir"], f["tpdu"]) for f in frames] == [
+        ("in", "6000120000"), ("out", "6000000012"),
+        ("in", "6000340000"), ("out", "6000000034")]
 
     fresh = tmp_path / "fresh"
     hsm = build_hsm(make_config(fresh))
     plan, _masked = load_plan(trace, hsm)
-    assert {(p.framing, p.tpdu) for p in plan} == {("ascii4", TPDU)}
+    assert [(p.framing, p.tpdu) for p in plan] == [("ascii4", TPDU), ("ascii4", OTHER_TPDU)]
     async with trio.open_nursery() as nursery:
-        running = await start_switch(nursery, fresh, switch_with_listener(fresh, POS_LISTENER))
+        running = await start_switch(nursery, fresh, switch_with_listener(
+            fresh, POS_LISTENER, trace__enabled=True, trace__path=TRACE))
         report = await Replayer(plan, {POS: ("127.0.0.1", running.port(POS))}, hsm=hsm,
                                 pace="max", timeout_s=10).run()
         running.switch.shutdown()
     assert report.ok and report.count("matched") == 2
+    replayed = [json.loads(line) for line in (fresh / TRACE).read_text().splitlines()[1:]]
+    assert [f["tpdu"] for f in replayed if f["dir"] == "in"] == ["6000120000", "6000340000"]
 
 
 def test_a_trace_without_listener_framings_replays_as_binary2():

@@ -487,18 +487,17 @@ class RecordsMixin:
 
     def put_ksn_state(self, device: str, highest: int, bitmap: int, now: datetime) -> None:
         cache = self._ksn_cache
-        if not self._in_txn:
-            cache.pop(device, None)
-        else:
-            if len(cache) >= KSN_CACHE_MAX:
-                cache.clear()
-            cache[device] = (highest, bitmap)
+        cache.pop(device, None)  # until the row is written
         self.conn.execute(
             "INSERT INTO ksn_state (device, highest, bitmap, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(device) DO UPDATE SET highest = excluded.highest, "
             "bitmap = excluded.bitmap, updated_at = excluded.updated_at",
             (device, highest, bitmap, ts(now)),
         )
+        if self._in_txn:
+            if len(cache) >= KSN_CACHE_MAX:
+                cache.clear()
+            cache[device] = (highest, bitmap)
 
     # -- alerts --------------------------------------------------------------
 

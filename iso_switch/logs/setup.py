@@ -125,6 +125,8 @@ class BatchedStream:
         self._pending: list[str] = []
         self._chars = 0
         self._lock = threading.Lock()
+        #: Write-outs that failed (output closed or broken).
+        self.lost_writes = 0
 
     def write(self, text: str) -> int:
         with self._lock:
@@ -139,15 +141,20 @@ class BatchedStream:
         """A logger's per-line flush: deliberately nothing (see the class)."""
 
     def write_out(self) -> None:
-        """Write every held line to ``output`` in one call, and flush it."""
+        """Write every held line to ``output`` in one call, and flush it.
+        A broken or closed output loses the lines, as a stdlib handler
+        would: logging must never take the server down."""
         with self._lock:
             if not self._pending:
                 return
             text = "".join(self._pending)
             self._pending.clear()
             self._chars = 0
-            self.output.write(text)
-            self.output.flush()
+            try:
+                self.output.write(text)
+                self.output.flush()
+            except (OSError, ValueError):
+                self.lost_writes += 1
 
     def isatty(self) -> bool:
         return _isatty(self.output)

@@ -229,7 +229,9 @@ class Processor:
         """The velocity rule counts in memory; on the first batch after a
         start (a restarted switch or ledger process) it takes the last
         window's debit requests from the journal, so a restart does not
-        give every card a fresh count."""
+        give every card a fresh count. What the journal cannot tell is left
+        out: a debit that passed the rules and then failed to post (57 for
+        a closed account, 96) counted in memory but is not reloaded."""
         since = now - self.config.risk.velocity_window
         velocity = self._velocity
         for card_id, received_at in self.store.recent_debit_requests(since):

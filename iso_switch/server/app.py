@@ -683,12 +683,24 @@ class _LedgerPump:
                 if not live:
                     # Idle: an empty batch, so due holds expire and old keys
                     # are pruned without waiting for the next request.
-                    self.decide([])
+                    self.housekeep()
                     continue
                 outcomes = self.decide([p.request for p in live])
                 token.run_sync_soon(deliver, live, outcomes)
         finally:
             self.ledger.close()
+
+    def housekeep(self) -> None:
+        """An empty batch (housekeeping only); a failure is retried at the
+        next one, and nobody is answered 96 for it."""
+        try:
+            self.ledger.process_batch([])
+        except Exception as exc:
+            log.warning("idle housekeeping failed; retried later", error=type(exc).__name__)
+            try:
+                self.ledger.recover()
+            except Exception as again:
+                log.error("recovery after a failed batch failed", error=type(again).__name__)
 
     def decide(self, requests: list[Request]) -> list[Outcome]:
         """One batch. Never raises: a failed commit or a processor bug

@@ -386,9 +386,13 @@ def _parse_line(data: Any) -> TraceItem:
 def _listeners(value: Any) -> dict[str, TracedListener]:
     if not isinstance(value, dict):
         raise TypeError("expected an object of listeners")
-    return {str(name): TracedListener(str(info["dialect"]), str(info["framing"]),
-                                      bool(info["tpdu"]))
-            for name, info in value.items()}
+    listeners = {}
+    for name, info in value.items():
+        if not isinstance(info["tpdu"], bool):
+            raise TypeError("a listener's tpdu is true or false")
+        listeners[str(name)] = TracedListener(str(info["dialect"]), str(info["framing"]),
+                                              info["tpdu"])
+    return listeners
 
 
 def read_trace(path: str | os.PathLike[str]) -> list[TraceItem]:
