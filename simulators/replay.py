@@ -54,7 +54,6 @@ from typing import Any, Final
 
 import trio
 
-from iso_switch.protocol.framing import TPDU_BYTES
 from iso_switch.security.errors import SecurityError
 from iso_switch.security.hsm import SoftwareHsm
 from iso_switch.security.ksn import TDES_COUNTER_BITS
@@ -83,6 +82,7 @@ from simulators.client import (
     codec_for,
     open_switch_client,
     pan_of,
+    parse_tpdu,
     request_key,
     response_key,
 )
@@ -212,10 +212,9 @@ def _tpdu(text: str | None) -> bytes | None:
     if text is None:
         return None
     try:
-        value = bytes.fromhex(text)
+        return parse_tpdu(text)
     except ValueError:
         return None
-    return value if len(value) == TPDU_BYTES else None
 
 
 @dataclass(frozen=True, slots=True)

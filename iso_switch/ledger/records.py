@@ -14,6 +14,7 @@ import sqlite3
 from dataclasses import dataclass, fields
 from datetime import datetime
 from operator import attrgetter
+from typing import Any
 
 from iso_switch.ledger.model import ts
 
@@ -123,6 +124,14 @@ CARD_CACHE_MAX = 50_000
 # Devices whose KSN replay state is kept (RecordsMixin.get_ksn_state); an
 # entry is about 200 bytes, so 20 MB at most.
 KSN_CACHE_MAX = 100_000
+
+
+def _cache_put(cache: dict[Any, Any], key: object, value: object, limit: int) -> None:
+    """Remember ``value``; a cache at ``limit`` starts again empty (simpler
+    than LRU, and the limits are far above a switch's working set)."""
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = value
 
 
 class RecordsMixin:
@@ -281,9 +290,7 @@ class RecordsMixin:
         if card is None:
             card = self.card_by_hash(pan_hash)
             if card is not None:
-                if len(cache) >= CARD_CACHE_MAX:
-                    cache.clear()
-                cache[pan_hash] = card
+                _cache_put(cache, pan_hash, card, CARD_CACHE_MAX)
         return card
 
     def card_by_hash(self, pan_hash: bytes) -> CardRow | None:
@@ -478,11 +485,8 @@ class RecordsMixin:
             "SELECT highest, bitmap FROM ksn_state WHERE device = ?", (device,)
         ).fetchone()
         state = None if row is None else (int(row[0]), int(row[1]))
-        if not self._in_txn:  # another connection may write before we look again
-            return state
-        if len(cache) >= KSN_CACHE_MAX:
-            cache.clear()
-        cache[device] = state
+        if self._in_txn:  # outside, another connection may write before we look again
+            _cache_put(cache, device, state, KSN_CACHE_MAX)
         return state
 
     def put_ksn_state(self, device: str, highest: int, bitmap: int, now: datetime) -> None:
@@ -495,9 +499,7 @@ class RecordsMixin:
             (device, highest, bitmap, ts(now)),
         )
         if self._in_txn:
-            if len(cache) >= KSN_CACHE_MAX:
-                cache.clear()
-            cache[device] = (highest, bitmap)
+            _cache_put(cache, device, (highest, bitmap), KSN_CACHE_MAX)
 
     # -- alerts --------------------------------------------------------------
 

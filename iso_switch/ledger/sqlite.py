@@ -493,7 +493,8 @@ class SqliteLedgerStore(RecordsMixin):
         """Working copies of the accounts. Rows already read or written in
         this transaction come from ``_txn_accounts`` (a batch's merchant
         account is read once, not once per purchase); ``_write`` keeps that
-        copy equal to what it writes, and any rollback drops it."""
+        copy equal to what it writes, and any rollback drops it. Only inside
+        a transaction: ``transfer`` and ``move`` check that first."""
         known = self._txn_accounts
         missing = [i for i in ids if i not in known]
         if missing:
@@ -503,19 +504,9 @@ class SqliteLedgerStore(RecordsMixin):
             rows = self.conn.execute(query, missing).fetchall()
             if len(rows) != len(missing):
                 raise AccountNotFound("no such account")
-            if self._in_txn:
-                for row in rows:
-                    known[row[0]] = row
-        else:
-            rows = []
-        loaded = {}
-        for row in rows:
-            account = _Row(row)
-            loaded[account.id] = account
-        for i in ids:
-            if i not in loaded:
-                loaded[i] = _Row(known[i])
-        return loaded
+            for row in rows:
+                known[row[0]] = row
+        return {i: _Row(known[i]) for i in ids}
 
     def _write(
         self,

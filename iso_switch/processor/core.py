@@ -233,13 +233,16 @@ class Processor:
         out: a debit that passed the rules and then failed to post (57 for
         a closed account, 96) counted in memory but is not reloaded."""
         since = now - self.config.risk.velocity_window
-        velocity = self._velocity
         for card_id, received_at in self.store.recent_debit_requests(since):
-            recent = velocity.get(card_id)
-            if recent is None:
-                recent = velocity[card_id] = deque(maxlen=VELOCITY_TIMES_PER_CARD_MAX)
-            recent.append(parse_ts(received_at))
+            self._recent_debits(card_id).append(parse_ts(received_at))
         self._velocity_loaded = True
+
+    def _recent_debits(self, card_id: int) -> deque[datetime]:
+        """The times of the card's latest debit requests (the velocity rule)."""
+        recent = self._velocity.get(card_id)
+        if recent is None:
+            recent = self._velocity[card_id] = deque(maxlen=VELOCITY_TIMES_PER_CARD_MAX)
+        return recent
 
     def _housekeeping(self, now: datetime) -> None:
         """Expire due holds, and prune old keys once per prune interval."""
@@ -599,7 +602,7 @@ class Processor:
                 if (kind, value) in listed:
                     fired.append(("blacklist", rules.blacklist_action, f"{kind} is blacklisted"))
         if p.code2 in DEBIT_CODES:
-            recent = self._velocity.setdefault(card.id, deque(maxlen=VELOCITY_TIMES_PER_CARD_MAX))
+            recent = self._recent_debits(card.id)
             if velocity_fires(list(recent), now, rules):
                 fired.append(("velocity", rules.velocity_action,
                               f"more than {rules.velocity_count} requests within "

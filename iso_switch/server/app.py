@@ -697,10 +697,7 @@ class _LedgerPump:
             self.ledger.process_batch([])
         except Exception as exc:
             log.warning("idle housekeeping failed; retried later", error=type(exc).__name__)
-            try:
-                self.ledger.recover()
-            except Exception as again:
-                log.error("recovery after a failed batch failed", error=type(again).__name__)
+            self._recover()
 
     def decide(self, requests: list[Request]) -> list[Outcome]:
         """One batch. Never raises: a failed commit or a processor bug
@@ -712,14 +709,17 @@ class _LedgerPump:
             log.error("batch commit failed: answering 96, nothing posted", size=len(requests))
             return [_plain(r, "96", "commit failed") for r in requests]
         except Exception as exc:
-            # Roll back whatever the bug left open before the next batch.
             log.error("batch failed unexpectedly: answering 96", size=len(requests),
                       error=type(exc).__name__)
-            try:
-                self.ledger.recover()
-            except Exception as again:
-                log.error("recovery after a failed batch failed", error=type(again).__name__)
+            self._recover()
             return [_plain(r, "96", "processor error") for r in requests]
+
+    def _recover(self) -> None:
+        """Roll back whatever a failed batch left open before the next one."""
+        try:
+            self.ledger.recover()
+        except Exception as again:
+            log.error("recovery after a failed batch failed", error=type(again).__name__)
 
 
 class _CloseConnection(Exception):
