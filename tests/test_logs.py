@@ -30,7 +30,7 @@ from iso_switch.logs import (
     mask_value,
     transaction_line,
 )
-from iso_switch.logs import setup as log_setup
+from tests.log_helpers import reset_logging
 
 PAN = "4761739001010010"
 PAN19 = "6222020000000015123"
@@ -45,14 +45,8 @@ def _reset_structlog() -> Iterator[None]:
     root = logging.getLogger()
     level = root.level
     yield
-    flush_logs()
-    log_setup._batched = None  # a batched test's stream is not kept past it
-    structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
+    reset_logging()
     root.setLevel(level)
-    for handler in list(root.handlers):
-        if type(handler).__name__ == "_SafeStdlibHandler":
-            root.removeHandler(handler)
 
 
 def capture(fmt: str = "json", level: str = "debug") -> tuple[io.StringIO, Any]:

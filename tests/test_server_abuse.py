@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import structlog
 import trio
 
 from iso_switch.logs import configure_logging
+from tests.log_helpers import reset_logging
 from tests.server_helpers import (
     BIN_LISTENER,
     CARD_RICH,
@@ -220,7 +220,7 @@ async def test_logs_hold_no_pan_track_pin_block_or_mac(nursery: trio.Nursery, tm
         running.switch.shutdown()
         await trio.sleep(0.1)
     finally:
-        structlog.reset_defaults()
+        reset_logging()
     text = stream.getvalue()
     assert '"transaction"' in text and "476173******0010" in text  # the log did run
     leaks = [s for s in secrets if s.upper() in text.upper()]

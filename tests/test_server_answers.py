@@ -9,19 +9,17 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import socket
 import struct
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 import trio
 
 from iso_switch.logs import BatchedStream, configure_logging, flush_logs
-from iso_switch.logs import setup as log_setup
 from iso_switch.server import app as server_app
+from tests.log_helpers import reset_logging
 from tests.server_helpers import Running, Terminal, connect, echo_ok, frame, start_switch
 
 # Enough answers (about 150 bytes each) to overflow a small client receive
@@ -95,12 +93,7 @@ def batched_log_capture() -> Iterator[io.StringIO]:
     try:
         yield stream
     finally:
-        flush_logs()
-        log_setup._batched = None
-        structlog.reset_defaults()
-        root = logging.getLogger()
-        for handler in [h for h in root.handlers if type(h).__name__ == "_SafeStdlibHandler"]:
-            root.removeHandler(handler)
+        reset_logging()
 
 
 async def test_batched_logging_writes_each_batch_with_its_answers(
