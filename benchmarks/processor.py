@@ -42,6 +42,7 @@ from iso_switch.processor import (
     config_from,
     open_store,
 )
+from iso_switch.security.demo import pan_hash_key
 from iso_switch.server import build_hsm
 from simulators._provision import LOAD_EXPIRY, LOAD_PIN, load_card_pan, provision_cards
 from simulators.client import TerminalDevice, codec_for
@@ -101,7 +102,8 @@ def _run_mode(template: Path, work: Path, mode: str, requests: int, rounds: int,
     shutil.copytree(template, data_dir)
     config = load_config(None, {"data_dir": str(data_dir)})
     hsm = build_hsm(config, warn=False)
-    processor_config: ProcessorConfig = config_from(config)
+    key, _ = pan_hash_key(hsm.key_store, config.keys.pan_hash_key)
+    processor_config: ProcessorConfig = config_from(config, pan_hash_key=key)
     processor_config = ProcessorConfig(**{
         **{name: getattr(processor_config, name) for name in processor_config.__slots__},
         "synchronous": mode,

@@ -73,6 +73,7 @@ FD_HEADROOM: Final = 100
 IDLE_SETTLE_S: Final = 1.0
 
 SWITCH_CONFIG: Final = """\
+demo = true
 data_dir = "{data_dir}"
 
 [[listeners]]

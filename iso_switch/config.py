@@ -208,6 +208,10 @@ class KeysConfig:
     master_key_env: str = field(default="ISO_SWITCH_MASTER_KEY", metadata=_check(_check_env_name))
     #: ... or from this file when set (never from the config file itself).
     master_key_file: str = ""
+    #: Name of the HMAC key (usage M7) that hashes PANs for card lookup; empty:
+    #: the key store's only M7 key. The ledger records its check value and
+    #: refuses another key, since every card on file would stop matching.
+    pan_hash_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +235,10 @@ class TraceConfig:
 class Config:
     """The effective configuration of one switch process."""
 
+    #: Demo mode: seed the demo data and allow the demo key store and master
+    #: key. The embedded defaults are the demo; a configuration file is not,
+    #: unless it says ``demo = true``. Off, demo keys are refused at start.
+    demo: bool = True
     data_dir: str = field(default="./var", metadata=_check(_check_not_empty))
     listeners: tuple[ListenerConfig, ...] = DEFAULT_LISTENERS
     limits: LimitsConfig = LimitsConfig()
@@ -269,6 +277,8 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = 
         except UnicodeDecodeError:
             raise ConfigError("", f"{path} is not UTF-8 text") from None
         raw = _parse_toml(text, str(path))
+        # A file is a real deployment unless it asks for the demo.
+        raw.setdefault("demo", False)
     return parse_config(raw, overrides)
 
 

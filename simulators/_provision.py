@@ -79,6 +79,7 @@ def _hsm_for(data_dir: Path, config_path: Path | None) -> tuple[SoftwareHsm, Pro
     (so PIN verification data matches), without the demo-key log line."""
     import os
 
+    from iso_switch.security.demo import pan_hash_key
     from iso_switch.server import keys_dir_for
 
     config = load_config(config_path, {"data_dir": str(data_dir)})
@@ -86,9 +87,11 @@ def _hsm_for(data_dir: Path, config_path: Path | None) -> tuple[SoftwareHsm, Pro
     master = resolve_master_key(
         config.resolve_path(master_file) if master_file else None,
         environ={MASTER_KEY_ENV: os.environ.get(config.keys.master_key_env, "")},
-        allow_demo=True,
+        allow_demo=config.demo,
     )
-    return SoftwareHsm(KeyStore(keys_dir_for(config), master)), config_from(config)
+    store = KeyStore(keys_dir_for(config), master)
+    key, _ = pan_hash_key(store, config.keys.pan_hash_key)
+    return SoftwareHsm(store), config_from(config, pan_hash_key=key)
 
 
 def provision_cards(data_dir: Path, count: int, *, first: int = 0,

@@ -34,7 +34,7 @@ def hsm() -> SoftwareHsm:
 
 
 def test_demo_pins_verify_through_the_hsm(tmp_path: Path, hsm: SoftwareHsm) -> None:
-    processor = open_default(tmp_path, hsm, ProcessorConfig(synchronous="OFF"))
+    processor = open_default(tmp_path, hsm, ProcessorConfig(synchronous="OFF"), seed_demo_data=True)
     now = datetime.now(UTC)
 
     def withdraw(pin: str, counter: int, stan: str) -> str:
@@ -51,5 +51,5 @@ def test_demo_pins_verify_through_the_hsm(tmp_path: Path, hsm: SoftwareHsm) -> N
     assert withdraw("9999", 2, "000002") == "55"
     assert withdraw("1234", 2, "000003") == "63"  # the KSN counter was used already
     # a second open_default on the same directory seeds nothing more
-    again = open_default(tmp_path, hsm, ProcessorConfig(synchronous="OFF"))
+    again = open_default(tmp_path, hsm, ProcessorConfig(synchronous="OFF"), seed_demo_data=True)
     assert len(again.store.list_cards()) == 5

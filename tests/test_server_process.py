@@ -19,6 +19,8 @@ import pytest
 from iso8583.specs import default_ascii
 
 CONFIG = """
+demo = true
+
 [[listeners]]
 name = "hex"
 port = 0

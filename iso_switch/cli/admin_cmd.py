@@ -112,6 +112,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.add_argument("kind", choices=["pan", "account", "terminal", "merchant"])
         parser.add_argument("value", nargs="?", default="", help="not for PANs")
         parser.add_argument("--reason", default="")
+        _add_keys_arguments(parser)  # a PAN is hashed under the key store's PAN hash key
         parser.set_defaults(add=name == "add")
 
 
@@ -119,6 +120,17 @@ def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from iso_switch.processor import open_store
 
     return open_store(Path(args.data_dir))
+
+
+def _pan_hash_key(args: argparse.Namespace, store) -> bytes:  # type: ignore[no-untyped-def]
+    """The key store's PAN hash key, checked against the one the ledger
+    records, so a card or blacklist entry is never hashed under another."""
+    from iso_switch.processor import check_pan_hash_kcv
+    from iso_switch.security.demo import pan_hash_key
+
+    key, kcv = pan_hash_key(open_hsm(args).key_store)
+    check_pan_hash_kcv(store, kcv)
+    return key
 
 
 def _now() -> datetime:
@@ -201,12 +213,13 @@ def _cards_create(args: argparse.Namespace) -> int:
         return 1
     store = _open(args)
     hsm = open_hsm(args)
+    config = ProcessorConfig(pan_hash_key=_pan_hash_key(args, store))
     with store.write():
         account = store.account_by_number(args.account)
         if account is None:
             print("error: no such account")
             return 1
-        card_id = add_card(store, hsm, ProcessorConfig(), pan=pan, pin=pin,
+        card_id = add_card(store, hsm, config, pan=pan, pin=pin,
                            expiry=args.expiry, state=args.state, account_id=account.id,
                            now=_now())
     print(f"card {card_id} created")
@@ -319,15 +332,14 @@ def _blacklist_list(args: argparse.Namespace) -> int:
 
 def _blacklist_change(args: argparse.Namespace) -> int:
     from iso_switch.issuer import pan_hash
-    from iso_switch.processor import ProcessorConfig
 
     value = args.value
+    store = _open(args)
     if args.kind == "pan":
-        value = pan_hash(ProcessorConfig().pan_hash_key, _secret(PAN_ENV, "PAN: ").strip()).hex()
+        value = pan_hash(_pan_hash_key(args, store), _secret(PAN_ENV, "PAN: ").strip()).hex()
     if not value:
         print("error: give a value")
         return 1
-    store = _open(args)
     with store.write():
         if args.add:
             store.add_blacklist(args.kind, value, args.reason)

@@ -28,7 +28,8 @@ KEYS_DIR_ENV = "ISO_SWITCH_KEYS_DIR"
 DEFAULT_KEYS_DIR = "keys"
 _USAGES_HELP = (
     "B0 base derivation key (DUKPT BDK), P0 PIN encryption, M3 retail MAC (ISO 9797-1 alg 3), "
-    "M6 AES-CMAC, V1 IBM 3624 PVK, V2 Visa PVV PVK, K0 key encryption key, D0 data"
+    "M6 AES-CMAC, M7 HMAC (the PAN hash key), V1 IBM 3624 PVK, V2 Visa PVV PVK, "
+    "K0 key encryption key, D0 data"
 )
 
 
@@ -70,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     generate.add_argument("name", help="key name: lower-case letters, digits, . _ -")
     _key_kind_arguments(generate)
     generate.add_argument("--length", type=int, default=16,
-                          help="key length in bytes (TDES 16/24, AES 16/24/32; default 16)")
+                          help="key length in bytes (TDES 16/24, AES 16/24/32, HMAC 32-64; "
+                          "default 16)")
     generate.set_defaults(func=_generate)
 
     importer = keys_sub.add_parser(
@@ -111,8 +113,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _key_kind_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--usage", required=required, choices=sorted(tr31.USAGE_MODES),
                         help="TR-31 key usage: " + _USAGES_HELP)
-    parser.add_argument("--algorithm", default="T", choices=("T", "A"),
-                        help="T = TDES (stored as a version B block), A = AES (version D)")
+    parser.add_argument("--algorithm", default="T", choices=("T", "A", "H"),
+                        help="T = TDES (stored as a version B block), A = AES (version D), "
+                        "H = HMAC (version D; 32-64 bytes)")
     parser.add_argument("--mode", help="TR-31 mode of use (default: the usual one for the usage)")
     parser.add_argument("--key-set-id", help="key set identifier (10 hex) for a BDK (B0)")
     parser.add_argument("--exportable", action="store_true",

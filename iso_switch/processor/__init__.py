@@ -39,26 +39,55 @@ def open_store(data_dir: Path, config: ProcessorConfig | None = None) -> SqliteL
     return SqliteLedgerStore(data_dir / LEDGER_FILE_NAME, synchronous=config.synchronous)
 
 
+PAN_HASH_KCV_META = "pan_hash_kcv"
+
+
+class PanHashKeyMismatch(RuntimeError):
+    """The ledger's cards are hashed under another PAN hash key: with this
+    one no card on file would be found. Names both check values only."""
+
+
+def check_pan_hash_kcv(store: SqliteLedgerStore, kcv: str) -> None:
+    """Record the PAN hash key's check value on first use; refuse another."""
+    recorded = store.get_meta(PAN_HASH_KCV_META)
+    if recorded is None:
+        with store.write():
+            store.set_meta(PAN_HASH_KCV_META, kcv)
+    elif recorded != kcv:
+        raise PanHashKeyMismatch(
+            f"the ledger's cards are hashed under the PAN hash key with KCV {recorded}, "
+            f"but this switch's key has KCV {kcv}: configure keys.pan_hash_key to that key")
+
+
 def open_default(
-    data_dir: Path, hsm: PinHsm, config: ProcessorConfig | None = None
+    data_dir: Path, hsm: PinHsm, config: ProcessorConfig | None = None, *,
+    seed_demo_data: bool, pan_hash_kcv: str | None = None,
 ) -> Processor:
-    """A processor on SQLite under ``data_dir``, seeded with the demo data of
-    interface.md section 6 on first start (idempotent)."""
+    """A processor on SQLite under ``data_dir``. ``seed_demo_data``: insert
+    the demo data of interface.md section 6 where absent (demo mode only).
+    ``pan_hash_kcv``: the check value of ``config.pan_hash_key``, recorded in
+    the ledger on first start and required to match after."""
     config = config or ProcessorConfig()
     store = open_store(data_dir, config)
-    seed_demo(store, hsm, config, utc_now())
+    if pan_hash_kcv is not None:
+        check_pan_hash_kcv(store, pan_hash_kcv)
+    if seed_demo_data:
+        seed_demo(store, hsm, config, utc_now())
     return Processor(store, hsm, config)
 
 
 __all__ = [
+    "PAN_HASH_KCV_META",
     "CommitFailed",
     "LedgerStore",
     "Outcome",
+    "PanHashKeyMismatch",
     "PinHsm",
     "Processor",
     "ProcessorConfig",
     "Request",
     "answer_0800",
+    "check_pan_hash_kcv",
     "config_from",
     "open_default",
     "open_store",
@@ -66,9 +95,10 @@ __all__ = [
 ]
 
 
-def config_from(config: object) -> ProcessorConfig:
+def config_from(config: object, *, pan_hash_key: bytes) -> ProcessorConfig:
     """A :class:`ProcessorConfig` from the switch's :class:`iso_switch.config.Config`
-    (its ``ledger`` table); other fields keep their defaults."""
+    (its ``ledger`` table) and the key store's PAN hash key; other fields
+    keep their defaults."""
     from datetime import timedelta
 
     ledger = config.ledger  # type: ignore[attr-defined]
@@ -78,4 +108,5 @@ def config_from(config: object) -> ProcessorConfig:
         retention=timedelta(days=ledger.retention_days),
         review_threshold_minor=ledger.review_threshold_minor,
         synchronous=ledger.synchronous,
+        pan_hash_key=pan_hash_key,
     )

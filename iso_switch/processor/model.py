@@ -71,8 +71,9 @@ class PinHsm(Protocol):
 class ProcessorConfig:
     """Business configuration. Amounts in minor units of the demo currency.
 
-    ``pan_hash_key`` keys the card lookup hash; the default is the public
-    demo key (see the README) and must be replaced in production.
+    ``pan_hash_key`` keys the card lookup hash (never in a repr). The switch
+    sets it from the key store (``keys.pan_hash_key``); the default is the
+    demo key's value, for tests and tools that build a processor by hand.
     ``synchronous`` is SQLite's durability setting: FULL fsyncs every
     commit (the default); NORMAL may lose the last batches on power loss.
     """
@@ -87,7 +88,7 @@ class ProcessorConfig:
     limit_txn_minor: int = 500_000
     limit_day_minor: int = 2_000_000
     limit_day_count: int = 20
-    pan_hash_key: bytes = DEMO_PAN_HASH_KEY
+    pan_hash_key: bytes = field(default=DEMO_PAN_HASH_KEY, repr=False)
     risk: RiskRules = field(default_factory=RiskRules)
 
 

@@ -1,8 +1,10 @@
-"""The demo data of interface.md section 6, seeded once on first start.
+"""The demo data of interface.md section 6, seeded in demo mode only.
 
-Idempotent: a ``meta`` row records that the seed ran, and the seed runs in
-one transaction, so a crash halfway leaves nothing and the next start seeds
-again.
+Insert-if-absent, row by row, in one transaction: a restart (or a second
+switch on the same ledger) inserts only what is missing and never touches a
+row an operator changed, and a crash halfway leaves nothing, so the next
+start seeds again. An account's opening balance is posted only when the
+seed creates that account.
 """
 
 from __future__ import annotations
@@ -70,24 +72,41 @@ def add_card(
 
 def seed_demo(store: SqliteLedgerStore, hsm: PinHsm, config: ProcessorConfig,
               now: datetime) -> bool:
-    """Seed section 6 unless already done; True when it seeded."""
-    if store.get_meta(SEED_MARK) is not None:
-        return False
+    """Insert the rows of section 6 that are absent; True when any was."""
     currency = config.currency
+    inserted: list[str] = []
+
+    def account(number: str, kind: AccountKind) -> tuple[int, bool]:
+        existing = store.account_by_number(number)
+        if existing is not None:
+            return existing.id, False
+        inserted.append(number)
+        return store.create_account(number, currency, kind, now), True
+
     with store.write():
-        equity = store.create_account(EQUITY_ACCOUNT, currency, AccountKind.EQUITY, now)
-        settlement = store.create_account(SETTLEMENT_ACCOUNT, currency, AccountKind.SETTLEMENT,
-                                          now)
-        cash = store.create_account(CASH_CLEARING_ACCOUNT, currency, AccountKind.CLEARING, now)
-        store.upsert_issuer(IssuerRow(ON_US_ISSUER, "on-us issuer", True))
-        store.set_route(ON_US_BIN, ON_US_ISSUER)
-        store.upsert_merchant(MerchantRow(MERCHANT_ID, "Demo merchant", settlement, cash))
+        equity, _ = account(EQUITY_ACCOUNT, AccountKind.EQUITY)
+        settlement, _ = account(SETTLEMENT_ACCOUNT, AccountKind.SETTLEMENT)
+        cash, _ = account(CASH_CLEARING_ACCOUNT, AccountKind.CLEARING)
+        if ON_US_ISSUER not in store.load_issuers():
+            store.upsert_issuer(IssuerRow(ON_US_ISSUER, "on-us issuer", True))
+        if ON_US_BIN not in store.load_routes():
+            store.set_route(ON_US_BIN, ON_US_ISSUER)
+        if MERCHANT_ID not in store.load_merchants():
+            store.upsert_merchant(MerchantRow(MERCHANT_ID, "Demo merchant", settlement, cash))
+        terminals = store.load_terminals()
         for terminal in DEMO_TERMINALS:
-            store.upsert_terminal(terminal)
+            if terminal.id not in terminals:
+                store.upsert_terminal(terminal)
+                inserted.append(terminal.id)
         for demo in DEMO_CARDS:
-            account = store.create_account(demo.account, currency, AccountKind.CARDHOLDER, now)
-            store.transfer(equity, account, demo.opening_minor, currency, "opening balance", now)
-            add_card(store, hsm, config, pan=demo.pan, pin=demo.pin, expiry=demo.expiry,
-                     state=demo.state, account_id=account, now=now)
-        store.set_meta(SEED_MARK, now.isoformat())
-    return True
+            account_id, created = account(demo.account, AccountKind.CARDHOLDER)
+            if created:
+                store.transfer(equity, account_id, demo.opening_minor, currency,
+                               "opening balance", now)
+            if store.card_by_hash(pan_hash(config.pan_hash_key, demo.pan)) is None:
+                add_card(store, hsm, config, pan=demo.pan, pin=demo.pin, expiry=demo.expiry,
+                         state=demo.state, account_id=account_id, now=now)
+                inserted.append(mask_pan(demo.pan))
+        if inserted and store.get_meta(SEED_MARK) is None:
+            store.set_meta(SEED_MARK, now.isoformat())
+    return bool(inserted)

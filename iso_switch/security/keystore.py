@@ -56,6 +56,9 @@ RETIRED_DIR = "retired"
 KEY_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}$")
 KEY_FILE_BYTES_MAX = 10_000
 KEYS_MAX = 10_000
+# HMAC keys (algorithm "H"): at least the hash's output size, at most a block.
+HMAC_KEY_BYTES_MIN = 32
+HMAC_KEY_BYTES_MAX = 64
 # Proprietary optional blocks (X9.143 reserves ids starting with a digit).
 _OPT_NAME = "0N"
 _OPT_CREATED = "0T"
@@ -202,7 +205,7 @@ def _build_block(
     optional: list[tuple[str, str]] = [(_OPT_NAME, name), (_OPT_CREATED, created)]
     if key_set_id is not None:
         optional.append((_OPT_BDK_ID, "00" + key_set_id.upper()))
-    optional.append((_OPT_KCV, ("01" if algorithm == "A" else "00") + kcv(key, algorithm)))
+    optional.append((_OPT_KCV, ("00" if algorithm == "T" else "01") + kcv(key, algorithm)))
     version = _version_for(algorithm)
     header = KeyBlockHeader(
         version=version, key_usage=usage, algorithm=algorithm, mode_of_use=mode_of_use,
@@ -213,11 +216,12 @@ def _build_block(
 
 
 def _version_for(algorithm: str) -> str:
-    if algorithm == "A":
+    """Version D (AES key block protection) for AES and HMAC keys, B for TDES."""
+    if algorithm in ("A", "H"):
         return "D"
     if algorithm == "T":
         return "B"
-    raise KeyStoreError("the key store holds TDES ('T') and AES ('A') keys")
+    raise KeyStoreError("the key store holds TDES ('T'), AES ('A') and HMAC ('H') keys")
 
 
 class KeyStore:
@@ -447,7 +451,7 @@ class KeyStore:
         """A fresh random key (``secrets``), stored under ``name``."""
         if (algorithm == "T" and length not in (16, 24)) or (
             algorithm == "A" and length not in (16, 24, 32)
-        ):
+        ) or (algorithm == "H" and not HMAC_KEY_BYTES_MIN <= length <= HMAC_KEY_BYTES_MAX):
             raise KeyStoreError("key length does not fit the algorithm")
         return self.add(name, secrets.token_bytes(length), usage, algorithm, mode_of_use,
                         exportable=exportable, key_set_id=key_set_id)

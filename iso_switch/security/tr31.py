@@ -46,6 +46,7 @@ USAGE_KBPK = "K1"
 USAGE_PIN_ENCRYPTION = "P0"
 USAGE_MAC_ISO9797_ALG3 = "M3"
 USAGE_MAC_CMAC = "M6"
+USAGE_HMAC = "M7"
 USAGE_PVK_IBM3624 = "V1"
 USAGE_PVK_VISA = "V2"
 USAGE_DATA_ENCRYPTION = "D0"
@@ -57,6 +58,7 @@ USAGE_MODES: dict[str, frozenset[str]] = {
     USAGE_PIN_ENCRYPTION: frozenset("BEDN"),
     USAGE_MAC_ISO9797_ALG3: frozenset("CGVN"),
     USAGE_MAC_CMAC: frozenset("CGVN"),
+    USAGE_HMAC: frozenset("CGVN"),
     "M0": frozenset("CGVN"),
     "M1": frozenset("CGVN"),
     USAGE_PVK_IBM3624: frozenset("CGVN"),

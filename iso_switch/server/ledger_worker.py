@@ -237,13 +237,11 @@ def ledger_main(config: Config, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from iso_switch.logs import configure_logging
-    from iso_switch.processor import config_from, open_default
-    from iso_switch.server import build_hsm
+    from iso_switch.server import build_hsm, open_processor
 
     configure_logging(config.logging.format, config.logging.level)  # type: ignore[arg-type]
     try:
-        processor = open_default(config.data_path, build_hsm(config, warn=False),
-                                 config_from(config))
+        processor = open_processor(config, build_hsm(config, warn=False))
     except Exception as exc:  # the parent reports it; no key material in the type name
         conn.send(f"{type(exc).__name__}")
         return
