@@ -155,11 +155,14 @@ def test_ksn_state_follows_rollbacks_and_other_connections(tmp_path: Path) -> No
         store.commit()
         store.conn.execute("DROP TRIGGER refuse")
 
-        # Pruning forgets old states, cached or not.
+        # Pruning old decisions keeps replay states, cached or not.
         store.begin()
         assert store.get_ksn_state("DEV") == (8, 0b1)
         store.prune(NOW + timedelta(days=1))
-        assert store.get_ksn_state("DEV") is None
+        assert store.get_ksn_state("DEV") == (8, 0b1)
+        store.commit()
+        store.begin()
+        assert store.get_ksn_state("DEV") == (8, 0b1)
         store.commit()
     finally:
         other.close()

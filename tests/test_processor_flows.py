@@ -187,3 +187,20 @@ def test_retention_prunes_old_keys(env: Env) -> None:
     env.clock.advance(timedelta(days=46))
     env.send(financial(env, amount=1))
     assert env.store.get_txn("020|TERM0003|000001|" + fields["7"] + "|") is None
+
+
+def test_a_captured_request_is_a_replay_after_its_decision_was_pruned(env: Env) -> None:
+    # The same bytes (same KSN, PIN block and MAC) 46 days later: the stored
+    # decision is gone with retention, the device's replay state is not.
+    withdrawal = financial(env, code="010000", amount=50_000, pin="1234")
+    assert env.send(withdrawal)["39"] == "00"
+    after_first = env.balance(ACCOUNT_RICH)
+    env.clock.advance(timedelta(days=46))
+    env.send(financial(env, amount=1))  # housekeeping prunes past retention
+    env.clock.advance(timedelta(hours=2))
+    assert env.send(financial(env, amount=1))["39"] == "00"
+    assert env.store.get_txn("020|TERM0003|" + withdrawal["11"] + "|" + withdrawal["7"] + "|") is None
+    before_replay = env.balance(ACCOUNT_RICH)
+    assert env.send(withdrawal)["39"] == "63"
+    assert env.balance(ACCOUNT_RICH) == before_replay
+    assert after_first[0] - before_replay[0] == 2  # only the two 0.01 purchases since

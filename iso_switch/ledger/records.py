@@ -523,8 +523,11 @@ class RecordsMixin:
     # -- retention -------------------------------------------------------------
 
     def prune(self, cutoff: datetime) -> int:
-        """Forget stored keys, remembered reversals and KSN states older than
-        ``cutoff``; keep decisions whose hold is still pending."""
+        """Forget stored keys and remembered reversals older than ``cutoff``;
+        keep decisions whose hold is still pending. KSN replay states are
+        never pruned here: a device's replay state lives as long as its base
+        derivation key, or a request captured before the cutoff would be
+        approved again once its stored decision is gone."""
         stamp = ts(cutoff)
         removed = self.conn.execute(
             "DELETE FROM txns WHERE created_at < ? AND state NOT IN ('held', 'referred')",
@@ -532,9 +535,5 @@ class RecordsMixin:
         ).rowcount
         removed += self.conn.execute(
             "DELETE FROM remembered_reversals WHERE created_at < ?", (stamp,)
-        ).rowcount
-        self._ksn_cache.clear()
-        removed += self.conn.execute(
-            "DELETE FROM ksn_state WHERE updated_at < ?", (stamp,)
         ).rowcount
         return removed
