@@ -199,7 +199,8 @@ def test_a_captured_request_is_a_replay_after_its_decision_was_pruned(env: Env) 
     env.send(financial(env, amount=1))  # housekeeping prunes past retention
     env.clock.advance(timedelta(hours=2))
     assert env.send(financial(env, amount=1))["39"] == "00"
-    assert env.store.get_txn("020|TERM0003|" + withdrawal["11"] + "|" + withdrawal["7"] + "|") is None
+    key = "020|TERM0003|" + withdrawal["11"] + "|" + withdrawal["7"] + "|"
+    assert env.store.get_txn(key) is None
     before_replay = env.balance(ACCOUNT_RICH)
     assert env.send(withdrawal)["39"] == "63"
     assert env.balance(ACCOUNT_RICH) == before_replay
