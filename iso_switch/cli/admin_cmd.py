@@ -20,6 +20,7 @@ from iso_switch.cli.ledger_cmd import (
     add_data_dir,
     open_hsm,
 )
+from iso_switch.codec.masking import mask_pan
 
 PAN_ENV = "ISO_SWITCH_CARD_PAN"
 PIN_ENV = "ISO_SWITCH_CARD_PIN"
@@ -137,6 +138,14 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _audit(store, action: str, target: str, before: dict[str, object] | None,  # type: ignore[no-untyped-def]
+           after: dict[str, object] | None) -> None:
+    """Record an administrative action in the caller's write transaction."""
+    from iso_switch.ledger.audit import os_user
+
+    store.append_audit(os_user(), action, target, before, after, _now())
+
+
 def _secret(env: str, prompt: str) -> str:
     value = os.environ.get(env)
     return value if value is not None else getpass.getpass(prompt)
@@ -169,6 +178,9 @@ def _accounts_create(args: argparse.Namespace) -> int:
                 args.currency, AccountKind.EQUITY, now)
             store.transfer(equity_id, account, args.opening_minor, args.currency,
                            "opening balance", now)
+        _audit(store, "account.create", args.number, None,
+               {"kind": args.kind, "currency": args.currency,
+                "opening_minor": args.opening_minor})
     print(f"account {args.number} created (id {account})")
     return 0
 
@@ -181,6 +193,8 @@ def _accounts_close(args: argparse.Namespace) -> int:
             print("error: no such account")
             return 1
         store.set_account_closed(account.id, True)
+        _audit(store, "account.close", args.number, {"closed": account.closed},
+               {"closed": True})
     print(f"account {args.number} closed")
     return 0
 
@@ -222,6 +236,9 @@ def _cards_create(args: argparse.Namespace) -> int:
         card_id = add_card(store, hsm, config, pan=pan, pin=pin,
                            expiry=args.expiry, state=args.state, account_id=account.id,
                            now=_now())
+        _audit(store, "card.create", mask_pan(pan), None,
+               {"card_id": card_id, "account": args.account, "expiry": args.expiry,
+                "state": args.state})
     print(f"card {card_id} created")
     return 0
 
@@ -229,10 +246,13 @@ def _cards_create(args: argparse.Namespace) -> int:
 def _cards_state(args: argparse.Namespace) -> int:
     store = _open(args)
     with store.write():
-        if store.get_card(args.card_id) is None:
+        card = store.get_card(args.card_id)
+        if card is None:
             print("error: no such card")
             return 1
         store.set_card_state(args.card_id, args.state)
+        _audit(store, "card.state", card.pan_masked, {"state": card.state},
+               {"state": args.state})
     print(f"card {args.card_id} is {args.state}")
     return 0
 
@@ -240,10 +260,14 @@ def _cards_state(args: argparse.Namespace) -> int:
 def _cards_reset_pin(args: argparse.Namespace) -> int:
     store = _open(args)
     with store.write():
-        if store.get_card(args.card_id) is None:
+        card = store.get_card(args.card_id)
+        if card is None:
             print("error: no such card")
             return 1
         store.set_pin_tries(args.card_id, 0, False)
+        _audit(store, "card.pin_reset", card.pan_masked,
+               {"pin_tries": card.pin_tries, "pin_blocked": card.pin_blocked},
+               {"pin_tries": 0, "pin_blocked": False})
     print(f"card {args.card_id}: PIN tries reset")
     return 0
 
@@ -255,6 +279,11 @@ def _terminals_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile(terminal) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    return {"merchant": terminal.merchant_id, "mac_required": terminal.mac_required,
+            "codes": sorted(terminal.allowed_codes)}
+
+
 def _terminals_create(args: argparse.Namespace) -> int:
     from iso_switch.ledger.records import TerminalRow
 
@@ -264,7 +293,11 @@ def _terminals_create(args: argparse.Namespace) -> int:
         if args.merchant not in store.load_merchants():
             print("error: no such merchant")
             return 1
-        store.upsert_terminal(TerminalRow(args.id, args.merchant, not args.no_mac, codes))
+        old = store.load_terminals().get(args.id)
+        new = TerminalRow(args.id, args.merchant, not args.no_mac, codes)
+        store.upsert_terminal(new)
+        _audit(store, "terminal.save", args.id, None if old is None else _profile(old),
+               _profile(new))
     print(f"terminal {args.id} saved")
     return 0
 
@@ -288,7 +321,12 @@ def _merchants_create(args: argparse.Namespace) -> int:
         if settlement is None or cash is None:
             print("error: no such account")
             return 1
+        old = store.load_merchants().get(args.id)
         store.upsert_merchant(MerchantRow(args.id, args.name or args.id, settlement.id, cash.id))
+        _audit(store, "merchant.save", args.id,
+               None if old is None else {"name": old.name},
+               {"name": args.name or args.id, "settlement": args.settlement,
+                "cash": args.cash})
     print(f"merchant {args.id} saved")
     return 0
 
@@ -307,6 +345,9 @@ def _issuer_set(args: argparse.Namespace) -> int:
     store = _open(args)
     with store.write():
         found = store.set_issuer_available(args.issuer_id, args.available)
+        if found:
+            _audit(store, "issuer.up" if args.available else "issuer.down", args.issuer_id,
+                   None, {"available": args.available})
     if not found:
         print("error: no such issuer")
         return 1
@@ -333,10 +374,11 @@ def _blacklist_list(args: argparse.Namespace) -> int:
 def _blacklist_change(args: argparse.Namespace) -> int:
     from iso_switch.issuer import pan_hash
 
-    value = args.value
+    value = shown = args.value
     store = _open(args)
     if args.kind == "pan":
-        value = pan_hash(_pan_hash_key(args, store), _secret(PAN_ENV, "PAN: ").strip()).hex()
+        pan = _secret(PAN_ENV, "PAN: ").strip()
+        value, shown = pan_hash(_pan_hash_key(args, store), pan).hex(), mask_pan(pan)
     if not value:
         print("error: give a value")
         return 1
@@ -346,5 +388,7 @@ def _blacklist_change(args: argparse.Namespace) -> int:
         elif not store.remove_blacklist(args.kind, value):
             print("error: not on the blacklist")
             return 1
+        _audit(store, "blacklist.add" if args.add else "blacklist.remove",
+               f"{args.kind}:{shown}", None, {"reason": args.reason} if args.add else None)
     print(f"blacklist {args.kind}: {'added' if args.add else 'removed'}")
     return 0

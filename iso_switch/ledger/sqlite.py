@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from iso_switch.ledger.audit import AuditMixin
 from iso_switch.ledger.model import (
     Account,
     AccountClosed,
@@ -163,7 +164,23 @@ def _hold(row: Sequence[object]) -> Hold:
     )
 
 
-class SqliteLedgerStore(RecordsMixin):
+def _statements(script: str) -> list[str]:
+    """A migration's statements, split where SQLite says one is complete (a
+    trigger body holds semicolons of its own). Not ``executescript``: that
+    commits first, and a migration must apply in one transaction."""
+    statements, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip().strip(";").strip():
+                statements.append(pending)
+            pending = ""
+    if pending.strip().strip(";").strip():
+        raise ValueError("a migration ends in an incomplete statement")
+    return statements
+
+
+class SqliteLedgerStore(RecordsMixin, AuditMixin):
     """The ledger's durable store. See the module docstring for threading."""
 
     def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
@@ -206,9 +223,8 @@ class SqliteLedgerStore(RecordsMixin):
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             for index in range(version, len(MIGRATIONS)):
-                for statement in MIGRATIONS[index].split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
+                for statement in _statements(MIGRATIONS[index]):
+                    self.conn.execute(statement)
             self.conn.execute(f"PRAGMA user_version={len(MIGRATIONS)}")
             self.conn.execute("COMMIT")
         except BaseException:
