@@ -181,9 +181,10 @@ class TimeoutsConfig:
 class LedgerConfig:
     """The durable store and the business calendar."""
 
-    #: SQLite ``PRAGMA synchronous``. ``OFF`` is refused: an acknowledged
-    #: decision must survive a power cut.
-    synchronous: str = field(default="FULL", metadata=_choices("NORMAL", "FULL", "EXTRA"))
+    #: SQLite ``PRAGMA synchronous``: ``FULL`` or ``EXTRA`` only. ``OFF`` and
+    #: ``NORMAL`` are refused: an answered decision must survive a power cut,
+    #: and in WAL mode NORMAL may lose the last commits.
+    synchronous: str = field(default="FULL", metadata=_choices("FULL", "EXTRA"))
     #: The business day (daily limits) runs in this IANA zone.
     timezone: str = field(default="Asia/Shanghai", metadata=_check(_check_timezone))
     hold_expiry_days: int = field(default=7, metadata=_bounded(1, 366))

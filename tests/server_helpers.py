@@ -69,7 +69,7 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
     dotted ``overrides`` written with ``__`` for ``.``."""
     # The processor runs in the writer thread so tests can reach into it;
     # tests of the ledger process ask for ledger__worker="process".
-    values: dict[str, Any] = {"data_dir": str(tmp_path), "ledger.synchronous": "NORMAL",
+    values: dict[str, Any] = {"data_dir": str(tmp_path), "ledger.synchronous": "FULL",
                               "timeouts.shutdown_grace_s": 1.0, "ledger.worker": "thread"}
     values.update({key.replace("__", "."): value for key, value in overrides.items()})
     config = load_config(None, values)

@@ -126,16 +126,18 @@ def test_usage_enforced_on_stored_keys(store_dir: Path, master: MasterKey) -> No
 
 def test_rotate_keeps_the_old_block_retired(store_dir: Path, master: MasterKey) -> None:
     store = KeyStore(store_dir, master)
-    old = store.info("pvk")
-    new = store.rotate("pvk")
+    old = store.info("mac-aes")
+    new = store.rotate("mac-aes")
     assert new.key_version == "01" and new.kcv != old.kcv and new.usage == old.usage
-    assert (store_dir / "retired" / "pvk.v00.tr31").exists()
+    assert (store_dir / "retired" / "mac-aes.v00.tr31").exists()
+    with pytest.raises(KeyStoreError, match="cannot be rotated"):
+        store.rotate("pvk")  # every PIN on file would stop verifying
     with pytest.raises(KeyStoreError, match="new key set"):
         store.rotate("bdk")
     rotated = store.rotate("bdk", key_set_id="FFFF987655")
     assert rotated.key_set_id == "FFFF987655"
     reopened = KeyStore(store_dir, master)
-    assert reopened.info("pvk").kcv == new.kcv
+    assert reopened.info("mac-aes").kcv == new.kcv
     assert reopened.bdk_for_key_set("FFFF987654") is None
 
 
@@ -156,6 +158,7 @@ def test_master_key_sources(tmp_path: Path) -> None:
     assert from_env.kcv == MasterKey.from_hex(key_hex, "x").kcv
     path = tmp_path / "master.hex"
     path.write_text(key_hex + "\n")
+    path.chmod(0o600)
     assert resolve_master_key(path, environ={}).kcv == from_env.kcv
     with pytest.raises(KeyStoreError, match="no master key"):
         resolve_master_key(environ={})

@@ -27,6 +27,7 @@ linked group writes nothing.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -164,6 +165,31 @@ def _hold(row: Sequence[object]) -> Hold:
     )
 
 
+#: Cardholder data lives in the ledger: owner read/write only.
+PRIVATE_FILE_MODE = 0o600
+
+
+def _private_files(path: str) -> None:
+    """Create the database file 0600 before SQLite opens it (SQLite gives its
+    -wal and -shm files the main file's mode), and tighten an existing file
+    and its -wal/-shm to 0600, whatever the umask was when they were made."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, PRIVATE_FILE_MODE)
+    os.close(fd)
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, PRIVATE_FILE_MODE)
+        except FileNotFoundError:
+            pass
+
+
+class NotDurable(RuntimeError):
+    """The database cannot give the durability the ledger promises (WAL
+    with synchronous FULL or EXTRA); the store refuses to open."""
+
+
 def _statements(script: str) -> list[str]:
     """A migration's statements, split where SQLite says one is complete (a
     trigger body holds semicolons of its own). Not ``executescript``: that
@@ -187,6 +213,7 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
         self.path = str(path)
+        _private_files(self.path)
         self.conn = sqlite3.connect(
             self.path,
             isolation_level=None,  # we issue BEGIN / COMMIT / SAVEPOINT ourselves
@@ -194,7 +221,11 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
             cached_statements=STATEMENT_CACHE_SIZE,
             timeout=BUSY_TIMEOUT_MS / 1000,
         )
-        self.conn.execute("PRAGMA journal_mode=WAL")
+        mode = self.conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            self.conn.close()
+            raise NotDurable(f"{self.path}: SQLite refused WAL mode (journal_mode is {mode}); "
+                              "the ledger needs WAL for durable group commit")
         self.conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self.conn.execute("PRAGMA foreign_keys=OFF")
         self._in_txn = False

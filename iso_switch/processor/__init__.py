@@ -27,6 +27,7 @@ from iso_switch.processor.model import (
 from iso_switch.processor.seed import seed_demo
 
 LEDGER_FILE_NAME = "ledger.sqlite3"
+DATA_DIR_MODE = 0o700
 
 LedgerStore = SqliteLedgerStore
 
@@ -35,7 +36,9 @@ def open_store(data_dir: Path, config: ProcessorConfig | None = None) -> SqliteL
     """The SQLite store under ``data_dir`` (created), migrated."""
     config = config or ProcessorConfig()
     data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+    if data_dir.stat().st_mode & 0o077:
+        data_dir.chmod(DATA_DIR_MODE)  # keys, ledger and traces: the owner's alone
     return SqliteLedgerStore(data_dir / LEDGER_FILE_NAME, synchronous=config.synchronous)
 
 

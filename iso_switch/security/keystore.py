@@ -56,6 +56,16 @@ RETIRED_DIR = "retired"
 KEY_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}$")
 KEY_FILE_BYTES_MAX = 10_000
 KEYS_MAX = 10_000
+KEY_FILE_MODE = 0o600
+KEY_DIR_MODE = 0o700
+IMPORT_VERSIONS = ("B", "D")
+#: Usages whose key material other data depends on: rotating them in place
+#: would make every PIN verification value or card lookup hash on file fail.
+NOT_ROTATABLE = {
+    "V1": "an IBM 3624 PIN verification key",
+    "V2": "a Visa PVV PIN verification key",
+    "M7": "the PAN hash key",
+}
 # HMAC keys (algorithm "H"): at least the hash's output size, at most a block.
 HMAC_KEY_BYTES_MIN = 32
 HMAC_KEY_BYTES_MAX = 64
@@ -108,6 +118,11 @@ class MasterKey:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> MasterKey:
         try:
+            mode = os.stat(path).st_mode
+            if mode & 0o077:
+                raise KeyStoreError(
+                    f"the master key file {path} is readable by others (mode "
+                    f"{mode & 0o777:04o}): chmod 600 it")
             text = Path(path).read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError) as exc:
             raise KeyStoreError(f"cannot read the master key file {path}: "
@@ -186,6 +201,26 @@ class _Entry:
     info: KeyInfo
     header: KeyBlockHeader
     key: bytes = field(repr=False)
+
+
+def _write_durably(path: Path, text: str) -> None:
+    """Write ``path`` 0600 and fsync it, so a key survives a power cut the
+    moment the command that made it returns."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, KEY_FILE_MODE)
+    try:
+        os.write(fd, text.encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """fsync a directory, so the renames into it are durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _now_utc() -> str:
@@ -412,19 +447,20 @@ class KeyStore:
         place; on any failure nothing already stored is overwritten."""
         directory = self._directory
         if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=KEY_DIR_MODE, parents=True, exist_ok=True)
             self._write_master_kcv(directory)
             temporary: list[tuple[Path, Path]] = []
             try:
                 for name, entry in entries.items():
                     target = directory / (name + KEY_FILE_SUFFIX)
                     tmp = directory / (name + KEY_FILE_SUFFIX + ".tmp")
-                    tmp.write_text(entry.block + "\n", encoding="ascii")
                     temporary.append((tmp, target))
+                    _write_durably(tmp, entry.block + "\n")
                 for name in retire:
                     self._retire(directory, name)
                 for tmp, target in temporary:
                     os.replace(tmp, target)
+                _fsync_directory(directory)
             finally:
                 for tmp, _ in temporary:
                     tmp.unlink(missing_ok=True)
@@ -433,15 +469,15 @@ class KeyStore:
     def _write_master_kcv(self, directory: Path) -> None:
         path = directory / MASTER_KCV_FILE
         if not path.exists():
-            path.write_text(f"AES-CMAC KCV of the master key: {self._master.kcv}\n",
-                            encoding="ascii")
+            _write_durably(path, f"AES-CMAC KCV of the master key: {self._master.kcv}\n")
 
     def _retire(self, directory: Path, name: str) -> None:
         old = self._entries[name]
         retired = directory / RETIRED_DIR
-        retired.mkdir(exist_ok=True)
+        retired.mkdir(mode=KEY_DIR_MODE, exist_ok=True)
         source = directory / (name + KEY_FILE_SUFFIX)
         os.replace(source, retired / f"{name}.v{old.info.key_version}{KEY_FILE_SUFFIX}")
+        _fsync_directory(retired)
 
     def generate(
         self, name: str, usage: str, algorithm: str = "T", length: int = 16,
@@ -458,8 +494,14 @@ class KeyStore:
 
     def import_block(self, name: str, key_block: str, kbpk: bytes) -> KeyInfo:
         """Unwrap a TR-31 block made under ``kbpk`` (checking its MAC) and
-        store its key under ``name`` with the block's usage and mode."""
+        store its key under ``name`` with the block's usage and mode. Only
+        versions B and D: A and C bind the key by variants and carry a
+        4-byte MAC, which X9.143 deprecates."""
         check_key_name(name)
+        version = parse_header(key_block)[0].version
+        if version not in IMPORT_VERSIONS:
+            raise KeyBlockError(f"key block version {version} is refused: import version B "
+                                "(TDES) or D (AES) blocks only")
         if name in self._entries:
             raise KeyStoreError(f"a key named {name!r} already exists")
         header, key = unwrap(kbpk, key_block)
@@ -486,6 +528,12 @@ class KeyStore:
         version goes up by one and the old block moves to ``retired/``. A
         BDK needs a new key set identifier (terminals select the BDK by it)."""
         old = self._entry(name)
+        if old.header.key_usage in NOT_ROTATABLE:
+            raise KeyStoreError(
+                f"key {name!r} ({NOT_ROTATABLE[old.header.key_usage]}) cannot be rotated in "
+                "place: data on file depends on it and would stop verifying. Generate or "
+                "import a new key under a new name and migrate to it (re-issue PINs, or "
+                "re-hash cards), then remove the old one")
         if old.header.key_usage == USAGE_BDK:
             if key_set_id is None or key_set_id.upper() == old.info.key_set_id:
                 raise KeyStoreError("rotating a BDK needs a new key set identifier")
