@@ -53,3 +53,43 @@ def test_demo_pins_verify_through_the_hsm(tmp_path: Path, hsm: SoftwareHsm) -> N
     # a second open_default on the same directory seeds nothing more
     again = open_default(tmp_path, hsm, ProcessorConfig(synchronous="OFF"), seed_demo_data=True)
     assert len(again.store.list_cards()) == 5
+
+
+def test_forged_pin_blocks_do_not_lock_the_card(tmp_path: Path, hsm: SoftwareHsm) -> None:
+    # Random DE52s under made-up KSNs on the MAC-optional terminal used to
+    # count as wrong tries: 55, 55, 55, then 75 for the real cardholder.
+    import secrets
+
+    processor = open_default(tmp_path, hsm, ProcessorConfig(synchronous="OFF"),
+                             seed_demo_data=True)
+    now = datetime.now(UTC)
+
+    def withdraw(de52: str, k: str, stan: str) -> str:
+        fields = {
+            "t": "0200", "2": CARD_RICH, "3": "010000", "4": "000000010000",
+            "7": now.strftime("%m%d%H%M%S"), "11": stan, "12": "120000", "13": "0301",
+            "22": "051", "41": "TERM0003", "42": "MERCHANT0000001", "49": "156",
+            "52": de52, "62": k,
+        }
+        return processor.process(Request(fields, "absent", now)).response["39"]
+
+    pvd, forged = _pvd_of(processor), 0
+    for n in range(12):
+        k = ksn(1, device=0x100000 + n)
+        block = secrets.token_hex(8).upper()
+        # nearly every random block fails to decode as format 0
+        if hsm.verify_pin(k, bytes.fromhex(block), CARD_RICH, pvd) is None:
+            forged += 1
+            assert withdraw(block, k, f"{n + 1:06d}") == "55"
+    assert forged >= 8
+    card = processor.store.list_cards()[0]
+    assert (card.pin_tries, card.pin_blocked) == (0, False)
+    real = ksn(2)
+    assert withdraw(terminal_pin_block("1234", CARD_RICH, real), real, "000099") == "00"
+
+
+def _pvd_of(processor):  # type: ignore[no-untyped-def]
+    from iso_switch.security.hsm import PinVerificationData
+
+    card = processor.store.list_cards()[0]
+    return PinVerificationData(card.pvd_method, card.pvd_pvki, card.pvd_value, card.pvd_key_name)

@@ -95,11 +95,15 @@ def pin_step(card: CardRow, required: bool, present: bool, verified: bool | None
     """Interface section 5, PIN tries: a blocked PIN answers 75 to every
     request that carries or requires a PIN; a missing required PIN is 55
     without counting; the third wrong PIN in a row is 55 and blocks; a right
-    PIN resets the count. ``verified`` is None when no PIN was presented."""
+    PIN resets the count. ``verified`` is None when no PIN was presented, or
+    when the block did not decode as format 0: 55, not counted, since a
+    forged block must not lock the real cardholder out."""
     if card.pin_blocked and (required or present):
         return PinOutcome("75", card.pin_tries, True)
     if not present:
         return PinOutcome("55" if required else "", card.pin_tries, card.pin_blocked)
+    if verified is None:
+        return PinOutcome("55", card.pin_tries, card.pin_blocked)
     if verified:
         return PinOutcome("", 0, False)
     tries = card.pin_tries + 1

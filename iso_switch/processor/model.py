@@ -56,7 +56,7 @@ class PinHsm(Protocol):
 
     def verify_pin(
         self, ksn: str, encrypted_pin_block: bytes, pan: str, verification: PinVerificationData
-    ) -> bool: ...
+    ) -> bool | None: ...
 
     def make_pin_verification_data(
         self, pan: str, pin: str, method: str = ...
@@ -64,7 +64,7 @@ class PinHsm(Protocol):
 
     def verify_zone_pin(
         self, zone_pin_block: bytes, pan: str, verification: PinVerificationData
-    ) -> bool: ...
+    ) -> bool | None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,11 +129,13 @@ class Hsm(abc.ABC):
     @abc.abstractmethod
     def verify_pin(
         self, ksn: str, encrypted_pin_block: bytes, pan: str, verification: PinVerificationData
-    ) -> bool:
+    ) -> bool | None:
         """Decrypt the ISO 9564 format 0 block under the DUKPT PIN key of
         ``ksn``, check it against ``pan`` and verify the PIN by PVV or IBM
-        3624 offset. ``False`` for a wrong PIN *or* a block that does not
-        decode (wrong PAN, corrupted); raises :class:`KsnError` for an
+        3624 offset. ``False`` for a wrong PIN, ``None`` for a block that
+        does not decode as format 0 (forged, corrupted, wrong key or PAN:
+        not a wrong try, so a forger cannot lock a card); raises
+        :class:`KsnError` for an
         unusable KSN. Never returns or logs the PIN."""
 
     def rewrap_pin_block(self, ksn: str, encrypted_pin_block_hex: str) -> bytes | None:
@@ -148,7 +150,7 @@ class Hsm(abc.ABC):
 
     def verify_zone_pin(
         self, zone_pin_block: bytes, pan: str, verification: PinVerificationData
-    ) -> bool:
+    ) -> bool | None:
         """:meth:`verify_pin` for a block from :meth:`rewrap_pin_block`."""
         raise NotImplementedError("this HSM has no zone PIN key")
 
@@ -332,12 +334,12 @@ class SoftwareHsm(Hsm):
 
     def verify_pin(
         self, ksn: str, encrypted_pin_block: bytes, pan: str, verification: PinVerificationData
-    ) -> bool:
+    ) -> bool | None:
         keys = self.dukpt_keys(ksn)
         try:
             pin = decrypt_pin_block(keys.pin, encrypted_pin_block, pan, FORMAT_0)
         except PinBlockError:
-            return False
+            return None
         return self._check_pin(pan, pin, verification)
 
     def zone_pin_key_name(self) -> str | None:
@@ -365,7 +367,7 @@ class SoftwareHsm(Hsm):
 
     def verify_zone_pin(
         self, zone_pin_block: bytes, pan: str, verification: PinVerificationData
-    ) -> bool:
+    ) -> bool | None:
         name = self.zone_pin_key_name()
         if name is None:
             raise KeyStoreError("no zone PIN key in the key store")
@@ -373,7 +375,7 @@ class SoftwareHsm(Hsm):
         try:
             pin = decrypt_pin_block(zone_key, zone_pin_block, pan, FORMAT_0)
         except PinBlockError:
-            return False
+            return None
         return self._check_pin(pan, pin, verification)
 
     def _check_pin(self, pan: str, pin: str, verification: PinVerificationData) -> bool:
