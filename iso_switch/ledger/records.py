@@ -522,6 +522,14 @@ class RecordsMixin:
 
     # -- retention -------------------------------------------------------------
 
+    def auth_code_used(self, card_id: int, business_day: str, code: str) -> bool:
+        """Whether ``code`` was already given to this card on this business day."""
+        row = self.conn.execute(
+            "SELECT 1 FROM txns WHERE card_id = ? AND business_day = ? AND auth_code = ?",
+            (card_id, business_day, code),
+        ).fetchone()
+        return row is not None
+
     def prune(self, cutoff: datetime) -> int:
         """Forget stored keys and remembered reversals older than ``cutoff``;
         keep decisions whose hold is still pending. KSN replay states are

@@ -190,6 +190,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     """,
+    # 3: approval codes are drawn at random and must be unique per card per
+    # business day; this finds a card's codes of a day in one lookup.
+    """
+    CREATE INDEX txns_card_day_auth ON txns (card_id, business_day, auth_code)
+        WHERE auth_code != '';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

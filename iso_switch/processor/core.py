@@ -12,6 +12,7 @@ of the requests before it, in the same batch or earlier ones.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -80,6 +81,9 @@ VELOCITY_TIMES_PER_CARD_MAX = 64
 VELOCITY_CARDS_MAX = 100_000
 RRN_SEQUENCE_MODULUS = 10**8
 APPROVAL_CODE_MODULUS = 10**6
+# Draws before giving up on a free code for a card's day (each collides with
+# probability below 10**-4 at the daily limits, so 16 never run out).
+APPROVAL_CODE_DRAWS_MAX = 16
 # Remembered reversals (of originals not yet seen) held in memory as a
 # negative filter; past this many the filter is off and every original
 # looks its key up in the store, as without a filter.
@@ -293,9 +297,15 @@ class Processor:
         year_day = local.toordinal() - date(local.year, 1, 1).toordinal() + 1
         return f"{local.year % 10}{year_day:03d}{seq % RRN_SEQUENCE_MODULUS:08d}"
 
-    @staticmethod
-    def _auth_code(seq: int) -> str:
-        return f"{(seq * 7919 + 104_729) % APPROVAL_CODE_MODULUS:06d}"
+    def _auth_code(self, card_id: int | None, business_day: str) -> str:
+        """A random approval code (DE38), unique for the card on the business
+        day: an approval code must not be guessable from the RRN, and one
+        that repeats for a card could pass a forged completion as genuine."""
+        for _ in range(APPROVAL_CODE_DRAWS_MAX):
+            code = f"{secrets.randbelow(APPROVAL_CODE_MODULUS):06d}"
+            if card_id is None or not self.store.auth_code_used(card_id, business_day, code):
+                return code
+        raise RuntimeError("no free approval code for the card today")  # ~never: 10**6 codes
 
     def _log(
         self, f: Mapping[str, str], rc: str, decision: str, pan_masked: str = ""
@@ -395,7 +405,8 @@ class Processor:
         txn = TxnRow(
             key=p.key, content=p.content, mti=p.mti, rc=w.rc,
             rrn=self._rrn(seq, w.request.received_at),
-            auth_code=self._auth_code(seq) if w.rc == "00" else "",
+            auth_code=self._auth_code(None if card is None else card.id, w.business_day)
+            if w.rc == "00" else "",
             de54=w.de54, created_at=ts(w.request.received_at), terminal=p.terminal,
             stan=p.stan, pan_masked=w.pan_masked, card_id=None if card is None else card.id,
             code=p.code, amount_minor=p.amount_minor or 0, currency=p.currency or 0,
