@@ -35,6 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from iso_switch.protocol.admission import (
+    ADMISSION_WINDOW_S,
+    MAX_AUTH_FAILURES_PER_WINDOW,
+    MAX_CONNECTIONS_PER_ADDRESS,
+    MAX_NEW_DEVICES_PER_WINDOW,
+)
 from iso_switch.protocol.framing import (
     DEFAULT_MAX_FRAME_BYTES,
     MIN_MAX_FRAME_BYTES,
@@ -159,6 +165,17 @@ class LimitsConfig:
     )
     #: Decisions committed to the ledger in one transaction at most.
     max_batch: int = field(default=512, metadata=_bounded(1, 65536))
+    #: Per source address (see iso_switch.protocol.admission): connections
+    #: open at once; failed MAC checks and new DUKPT device IDs per window,
+    #: past which requests from devices the address has not authenticated
+    #: are answered 63 without any key derivation.
+    max_connections_per_address: int = field(
+        default=MAX_CONNECTIONS_PER_ADDRESS, metadata=_bounded(1, 1_000_000))
+    max_auth_failures_per_address: int = field(
+        default=MAX_AUTH_FAILURES_PER_WINDOW, metadata=_bounded(1, 1_000_000))
+    max_new_devices_per_address: int = field(
+        default=MAX_NEW_DEVICES_PER_WINDOW, metadata=_bounded(1, 1_000_000))
+    admission_window_s: float = field(default=ADMISSION_WINDOW_S, metadata=_bounded(1, 86_400))
 
 
 @dataclass(frozen=True, slots=True)

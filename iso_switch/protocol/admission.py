@@ -24,7 +24,7 @@ Sans-I/O: the caller passes the time (``now_s``, a monotonic clock).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -72,6 +72,8 @@ class PeerGuard:
     def __init__(self, limits: AdmissionLimits | None = None) -> None:
         self.limits = limits or AdmissionLimits()
         self._peers: OrderedDict[str, _Peer] = OrderedDict()
+        #: Refusals so far, by reason (for logs and metrics).
+        self.refusals: Counter[Refusal] = Counter()
 
     def _peer(self, address: str, now_s: float) -> _Peer:
         peer = self._peers.get(address)
@@ -106,6 +108,7 @@ class PeerGuard:
         """A new connection from ``address``: None to serve it, else why not."""
         peer = self._peer(address, now_s)
         if peer.connections >= self.limits.max_connections_per_address:
+            self.refusals[Refusal.CONNECTIONS] += 1
             return Refusal.CONNECTIONS
         peer.connections += 1
         return None
@@ -130,8 +133,10 @@ class PeerGuard:
             peer.known.move_to_end(device_id)
             return None
         if peer.auth_failures >= self.limits.max_auth_failures:
+            self.refusals[Refusal.AUTH_FAILURES] += 1
             return Refusal.AUTH_FAILURES
         if peer.new_devices >= self.limits.max_new_devices:
+            self.refusals[Refusal.NEW_DEVICES] += 1
             return Refusal.NEW_DEVICES
         peer.new_devices += 1
         return None

@@ -53,6 +53,7 @@ from iso_switch.protocol import (
     max_length_for,
     swap_tpdu,
 )
+from iso_switch.protocol.admission import AdmissionLimits, PeerGuard
 from iso_switch.security.hsm import Hsm
 from iso_switch.server.ledger_worker import InThreadLedger, LedgerWorker
 from iso_switch.server.trace import TraceRecorder, open_trace
@@ -64,6 +65,8 @@ WRITER_QUEUE_REQUESTS = 8192
 # Batched logging: the longest a line logged outside a batch of answers waits.
 LOG_FLUSH_INTERVAL_S = 0.1
 MAC_FIELDS = ("64", "128")
+KSN_HEX_CHARS = 20
+KSN_COUNTER_BITS = 21  # ANSI X9.24-1 TDES DUKPT transaction counter
 MacStatus = Literal["valid", "invalid", "absent"]
 
 
@@ -111,6 +114,7 @@ class _Conn:
     dialect: _Dialect
     peer: str
     session: Session
+    address: str
     in_flight: trio.Semaphore
     stream: trio.SocketStream
     nursery: trio.Nursery | None = None
@@ -181,6 +185,13 @@ class Switch:
             for lc in config.listeners
         }
         self.connections = 0
+        limits = config.limits
+        self.guard = PeerGuard(AdmissionLimits(
+            max_connections_per_address=limits.max_connections_per_address,
+            max_auth_failures=limits.max_auth_failures_per_address,
+            max_new_devices=limits.max_new_devices_per_address,
+            window_s=limits.admission_window_s,
+        ))
         self.bound: list[tuple[str, str, int]] = []
         # Requests queued or in a batch: at the bound, request tasks wait.
         self._queue_slots = trio.Semaphore(WRITER_QUEUE_REQUESTS)
@@ -275,18 +286,26 @@ class Switch:
                             max_connections=self.config.limits.max_connections)
                 await stream.aclose()
                 continue
+            address = _address(stream)
+            refusal = self.guard.connect(address, trio.current_time())
+            if refusal is not None:
+                log.warning("connection refused", listener=lc.name, address=address,
+                            reason=refusal.value)
+                await stream.aclose()
+                continue
             self.connections += 1
-            nursery.start_soon(self._connection, stream, lc)
+            nursery.start_soon(self._connection, stream, lc, address)
 
     # -- one connection -----------------------------------------------------
 
-    async def _connection(self, stream: trio.SocketStream, lc: ListenerConfig) -> None:
+    async def _connection(self, stream: trio.SocketStream, lc: ListenerConfig,
+                          address: str) -> None:
         limits = self.config.limits
         peer = _peer(stream)
         framer = Framer(lc.framing, tpdu=lc.tpdu, max_frame_bytes=limits.max_frame_bytes)
         session = Session(max_in_flight=limits.max_in_flight_per_connection)
         conn = _Conn(
-            lc=lc, dialect=self.dialects[lc.name], peer=peer, session=session,
+            lc=lc, dialect=self.dialects[lc.name], peer=peer, session=session, address=address,
             in_flight=trio.Semaphore(limits.max_in_flight_per_connection), stream=stream,
             conn_id=self.trace.next_connection_id() if self.trace is not None else 0,  # [trace]
         )
@@ -313,6 +332,7 @@ class Switch:
         finally:
             conn.closed = True
             self.connections -= 1
+            self.guard.disconnect(address)
             with trio.CancelScope(shield=True):
                 await stream.aclose()
             log.info("connection closed", listener=lc.name, peer=peer, reason=reason,
@@ -418,7 +438,24 @@ class Switch:
                              listener=lc.name, network_code=fields.get("70"))
             self._write_answer(conn, codec.encode(answer), tpdu, seq)
             return
+        device = _device_id(fields.get("62"))
+        if device is not None:
+            now_s = trio.current_time()
+            refusal = self.guard.admit(conn.address, device, now_s)
+            if refusal is not None:  # answered cheaply: no key is derived for it
+                log.warning("request refused before authentication", listener=lc.name,
+                            address=conn.address, reason=refusal.value)
+                request = Request(fields=fields, mac_status="invalid",
+                                  received_at=self.clock(), listener=lc.name)
+                self._answer(_Pending(request, conn, tpdu, started, 0.0, seq),
+                             _plain(request, "63", "admission"))
+                return
         mac_status = self._verify_mac(message, fields, dialect)
+        if device is not None:
+            if mac_status == "invalid":
+                self.guard.failed(conn.address, now_s)
+            else:  # a valid MAC, or a MAC-optional request: a device seen
+                self.guard.authenticated(conn.address, device, now_s)
         # PIN translation at the edge: this thread derived the terminal's
         # DUKPT keys for the MAC; the ledger verifies under the zone PIN key.
         pin_block, ksn = fields.get("52"), fields.get("62")
@@ -765,6 +802,25 @@ def _log_fields(entry: Mapping[str, object]) -> dict[str, Any]:
 
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
+
+
+def _device_id(ksn: str | None) -> str | None:
+    """The KSN without its 21-bit transaction counter (key set + device),
+    or None when there is no usable KSN (the processor answers it)."""
+    if ksn is None or len(ksn) != KSN_HEX_CHARS:
+        return None
+    try:
+        return f"{int(ksn, 16) >> KSN_COUNTER_BITS:x}"
+    except ValueError:
+        return None
+
+
+def _address(stream: trio.SocketStream) -> str:
+    """The peer's host address (no port): what admission bounds count by."""
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return "?"
 
 
 def _peer(stream: trio.SocketStream) -> str:
