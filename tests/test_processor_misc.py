@@ -77,6 +77,30 @@ def test_ksn_state_only_moves_with_a_stored_decision(env: Env) -> None:
     assert device_state() == (5, 0)
 
 
+def test_replay_state_is_recorded_only_for_an_authenticated_ksn(env: Env) -> None:
+    # Interface section 4: a valid MAC, or a PIN block that decodes, on a
+    # MAC-optional terminal. A made-up KSN with neither leaves no state.
+    def device_state(device: int) -> tuple[int, int] | None:
+        return env.store.get_ksn_state(f"FFFF987654{device:06X}")
+
+    unauthenticated = dict(financial(env), **{"62": ksn(3, device=0x1210E0)})
+    assert env.send(unauthenticated)["39"] == "00"
+    assert device_state(0x1210E0) is None
+    with_pin = financial(env, pin="1234")
+    assert env.send(dict(with_pin, **{"62": ksn(4, device=0x2210E0)}))["39"] == "00"
+    assert device_state(0x2210E0) == (4, 0)
+    wrong_pin = financial(env, pin="9999")  # decodes, does not verify: still authentic
+    assert env.send(dict(wrong_pin, **{"62": ksn(6, device=0x4210E0)}))["39"] == "55"
+    assert device_state(0x4210E0) == (6, 0)
+    macd = dict(financial(env), **{"62": ksn(8, device=0x5210E0), "64": "0" * 16})
+    assert env.send(macd, "valid")["39"] == "00"
+    assert device_state(0x5210E0) == (8, 0)
+    undecodable = financial(env, pin="1234")
+    env.processor.hsm.verify_pin = lambda *args: None  # type: ignore[method-assign]
+    assert env.send(dict(undecodable, **{"62": ksn(9, device=0x6210E0)}))["39"] == "55"
+    assert device_state(0x6210E0) is None
+
+
 def test_0800_and_unknown_mti_in_a_batch(env: Env) -> None:
     now = env.clock.now
     outcomes = env.processor.process_batch([

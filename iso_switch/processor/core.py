@@ -136,6 +136,8 @@ class _Work:
     de54: str = ""
     orig_key: str = ""
     pan_masked: str = ""
+    # A PIN block decoded under the KSN's keys: the KSN authenticated.
+    pin_decoded: bool = False
     # (total, count) of the card's approved debits, read with its daily usage.
     usual: tuple[int, int] | None = None
 
@@ -386,7 +388,10 @@ class Processor:
         except _Unstored as unstored:
             return self._plain(request, unstored.rc, unstored.decision, pan_masked)
         txn = self._store_decision(work)
-        if replay is not None:
+        # Only a KSN that authenticated (a valid MAC, or a PIN block that
+        # decoded under its keys) moves the device's replay state, so that
+        # made-up KSNs on a MAC-optional terminal cannot grow the table.
+        if replay is not None and (mac_ok or work.pin_decoded):
             device, state = replay
             store.put_ksn_state(device, *state.to_tuple(), request.received_at)
         return self._respond(request, p, txn, mac_ok, "new")
@@ -491,6 +496,7 @@ class Processor:
                     verified = self.hsm.verify_pin(p.ksn, p.pin_block, p.pan, _pvd(card))
             except SecurityError as exc:
                 raise _Unstored("63", "pin-key") from exc
+            w.pin_decoded = verified is not None
         outcome = pin_step(card, required, present, verified)
         if (outcome.tries, outcome.blocked) != (card.pin_tries, card.pin_blocked):
             self.store.set_pin_tries(card.id, outcome.tries, outcome.blocked)
