@@ -217,6 +217,24 @@ class LedgerConfig:
     housekeeping_interval_s: float = field(default=30.0, metadata=_bounded(0.05, 3600))
 
 
+def _check_key_set_id(text: str) -> str | None:
+    if len(text) == 10 and all(c in "0123456789ABCDEFabcdef" for c in text):
+        return None
+    return "must be a key set identifier: 10 hex characters (the KSN's first 5 bytes)"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceBindingConfig:
+    """Bind the devices of one key set (one base derivation key) to their
+    terminals: a request whose KSN is of this key set is answered 63 unless
+    its device is listed in ``file`` for the DE41 it names."""
+
+    key_set_id: str = field(metadata=_check(_check_key_set_id))
+    #: Lines of ``device_id,terminal_id`` (see iso_switch.acquirer.devices);
+    #: a relative path is under ``data_dir``.
+    file: str = field(metadata=_check(_check_not_empty))
+
+
 @dataclass(frozen=True, slots=True)
 class KeysConfig:
     """Where wrapped keys live and where the master key comes from."""
@@ -230,6 +248,8 @@ class KeysConfig:
     #: the key store's only M7 key. The ledger records its check value and
     #: refuses another key, since every card on file would stop matching.
     pan_hash_key: str = ""
+    #: Key sets whose devices are bound to terminal IDs (none by default).
+    device_binding: tuple[DeviceBindingConfig, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,7 +488,14 @@ def dump_config(config: Config) -> str:
             lines.extend(_table_body(item))
     for name, table in tables:
         lines.extend(["", f"[{_toml_key(name)}]"])
-        lines.extend(_table_body(table))
+        inner_scalars, inner_arrays, inner_tables = _partition(table)
+        # Sections hold scalars and arrays of flat tables, nothing deeper.
+        assert not inner_tables, "nested config tables are not supported by the emitter"
+        lines.extend(f"{_toml_key(key)} = {_toml_value(value)}" for key, value in inner_scalars)
+        for key, items in inner_arrays:
+            for item in items:
+                lines.extend(["", f"[[{_toml_key(name)}.{_toml_key(key)}]]"])
+                lines.extend(_table_body(item))
     return "\n".join(lines) + "\n"
 
 

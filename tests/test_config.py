@@ -235,7 +235,10 @@ def test_round_trip_of_any_valid_config(
         "limits": {"max_frame_bytes": max_frame_bytes},
         "timeouts": {"idle_timeout_s": idle_timeout_s},
         "ledger": {"review_threshold_minor": threshold, "timezone": "UTC"},
-        "keys": {"master_key_file": key_file},
+        "keys": {"master_key_file": key_file, "device_binding": [
+            {"key_set_id": "FFFF987654", "file": trace_path},
+            {"key_set_id": "ffff987655", "file": data_dir},
+        ]},
         "trace": {"enabled": True, "path": trace_path, "masked": True},
     }
     config = parse_config(raw)

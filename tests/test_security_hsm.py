@@ -168,19 +168,6 @@ def test_import_export_through_a_kek(hsm: SoftwareHsm) -> None:
     assert "never-stored" not in store
 
 
-def test_device_binding() -> None:
-    bound = SoftwareHsm.from_bdks(
-        {"FFFF987654": BDK}, device_bindings={"FFFF9876543210E0": "TERM0001"}
-    )
-    ksn = bound.check_ksn("FFFF9876543210E00001")
-    assert bound.device_allowed(ksn, "TERM0001")
-    assert not bound.device_allowed(ksn, "TERM0002")
-    other = bound.check_ksn("FFFF9876543211000001")
-    assert not bound.device_allowed(other, "TERM0001")
-    free = SoftwareHsm.from_bdks({"FFFF987654": BDK})
-    assert free.device_allowed(ksn, "ANYTHING")
-
-
 def test_two_key_sets_pick_their_own_bdk() -> None:
     other_bdk = secrets.token_bytes(16)
     hsm = SoftwareHsm.from_bdks({"FFFF987654": BDK, "1111111111": other_bdk})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from iso_switch.acquirer.devices import NO_BINDINGS, DeviceBindings
 from iso_switch.ledger import SqliteLedgerStore
 from iso_switch.processor.core import Processor, answer_0800
 from iso_switch.processor.model import (
@@ -98,7 +99,8 @@ __all__ = [
 ]
 
 
-def config_from(config: object, *, pan_hash_key: bytes) -> ProcessorConfig:
+def config_from(config: object, *, pan_hash_key: bytes,
+                device_bindings: DeviceBindings = NO_BINDINGS) -> ProcessorConfig:
     """A :class:`ProcessorConfig` from the switch's :class:`iso_switch.config.Config`
     (its ``ledger`` table) and the key store's PAN hash key; other fields
     keep their defaults."""
@@ -112,4 +114,5 @@ def config_from(config: object, *, pan_hash_key: bytes) -> ProcessorConfig:
         review_threshold_minor=ledger.review_threshold_minor,
         synchronous=ledger.synchronous,
         pan_hash_key=pan_hash_key,
+        device_bindings=device_bindings,
     )

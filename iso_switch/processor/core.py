@@ -372,6 +372,8 @@ class Processor:
                 ksn = parse_ksn(p.ksn)
             except SecurityError:
                 return self._plain(request, "63", "ksn", pan_masked)
+            if not self.config.device_bindings.allows(ksn, p.terminal):
+                return self._plain(request, "63", "device-binding", pan_masked)
             previous = store.get_ksn_state(ksn.device_key)
             accepted, state = check_replay(
                 None if previous is None else ReplayState.from_tuple(previous), ksn.counter

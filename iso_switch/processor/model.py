@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
+from iso_switch.acquirer.devices import NO_BINDINGS, DeviceBindings
 from iso_switch.issuer import DEMO_PAN_HASH_KEY, RiskRules
 from iso_switch.security.hsm import PinVerificationData
 
@@ -90,6 +91,9 @@ class ProcessorConfig:
     limit_day_count: int = 20
     pan_hash_key: bytes = field(default=DEMO_PAN_HASH_KEY, repr=False)
     risk: RiskRules = field(default_factory=RiskRules)
+    #: Device-to-terminal bindings per key set (none: every device may
+    #: send for any terminal, as in the demo).
+    device_bindings: DeviceBindings = NO_BINDINGS
 
 
 class CommitFailed(Exception):

@@ -17,7 +17,6 @@ something raise :class:`KsnError` when they cannot.
 from __future__ import annotations
 
 import abc
-import hmac
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -108,11 +107,6 @@ class Hsm(abc.ABC):
         :class:`KsnError` when malformed, unknown, or its counter has too
         many one-bits (exhausted). Does not check replay (that is state the
         ledger commits: see :func:`check_replay`)."""
-
-    @abc.abstractmethod
-    def device_allowed(self, ksn: Ksn, terminal_id: str) -> bool:
-        """Whether this device may speak for ``terminal_id``. True when no
-        device-to-terminal binding is configured (the default)."""
 
     @abc.abstractmethod
     def verify_request_mac(self, ksn: str, data: bytes, mac: bytes) -> bool:
@@ -231,20 +225,14 @@ class SoftwareHsm(Hsm):
         self,
         key_store: KeyStore,
         *,
-        device_bindings: Mapping[str, str] | None = None,
         pvk_names: Mapping[str, str] | None = None,
         ksn_cache_entries: int = KSN_CACHE_ENTRIES,
         prefix_cache_entries: int = PREFIX_CACHE_ENTRIES,
     ) -> None:
-        """``device_bindings`` maps a device (``Ksn.device_key``: key set id
-        + device id, 16 hex) to the terminal ID it must come from; when given,
-        unbound devices are refused. ``pvk_names`` maps ``'pvv'`` /
+        """``pvk_names`` maps ``'pvv'`` /
         ``'ibm3624'`` to the PIN verification key to use (default: the only
         V2 / V1 key in the store)."""
         self._store = key_store
-        self._bindings = None if device_bindings is None else {
-            k.upper(): v for k, v in device_bindings.items()
-        }
         self._pvk_names = dict(pvk_names or {})
         self._derivers: dict[str, DukptDeriver] = {}
         self._ksn_cache: OrderedDict[str, DukptKeys] = OrderedDict()
@@ -297,12 +285,6 @@ class SoftwareHsm(Hsm):
         parsed = parse_ksn(ksn)
         self._deriver(parsed.key_set_id)
         return parsed
-
-    def device_allowed(self, ksn: Ksn, terminal_id: str) -> bool:
-        if self._bindings is None:
-            return True
-        bound = self._bindings.get(ksn.device_key)
-        return bound is not None and hmac.compare_digest(bound, terminal_id)
 
     def dukpt_keys(self, ksn: str) -> DukptKeys:
         """The working keys of ``ksn`` (cached). In-process callers only: a

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import structlog
 
+from iso_switch.acquirer.devices import BindingFileError, DeviceBindings, load_bindings
 from iso_switch.config import Config
 from iso_switch.processor import Processor, config_from, open_default
 from iso_switch.security.demo import demo_keys_in, pan_hash_key
@@ -66,11 +67,21 @@ def build_hsm(config: Config, *, warn: bool = True) -> SoftwareHsm:
     return hsm
 
 
+def device_bindings_for(config: Config) -> DeviceBindings:
+    """The configured device-to-terminal bindings (``keys.device_binding``),
+    files resolved against the configuration's directory. Raises
+    :class:`BindingFileError` naming the file that does not load."""
+    return load_bindings((entry.key_set_id, config.resolve_path(entry.file))
+                         for entry in config.keys.device_binding)
+
+
 def open_processor(config: Config, hsm: SoftwareHsm) -> Processor:
     """The processor on the configured ledger, with the key store's PAN hash
     key; the demo data is seeded (insert-if-absent) in demo mode only."""
     key, key_kcv = pan_hash_key(hsm.key_store, config.keys.pan_hash_key)
-    return open_default(config.data_path, hsm, config_from(config, pan_hash_key=key),
+    processor_config = config_from(config, pan_hash_key=key,
+                                   device_bindings=device_bindings_for(config))
+    return open_default(config.data_path, hsm, processor_config,
                         seed_demo_data=config.demo, pan_hash_kcv=key_kcv)
 
 
@@ -91,5 +102,6 @@ def build_switch(config: Config, *, handle_signals: bool = True) -> Switch:
     return Switch(config, ledger, hsm, handle_signals=handle_signals)
 
 
-__all__ = ["DemoKeyRefused", "Switch", "build_hsm", "build_switch", "keys_dir_for",
+__all__ = ["BindingFileError", "DemoKeyRefused", "Switch", "build_hsm", "build_switch",
+           "device_bindings_for", "keys_dir_for",
            "open_processor"]
