@@ -80,7 +80,7 @@ def _hsm_for(data_dir: Path, config_path: Path | None) -> tuple[SoftwareHsm, Pro
     import os
 
     from iso_switch.security.demo import pan_hash_key
-    from iso_switch.server import keys_dir_for
+    from iso_switch.bootstrap import keys_dir_for
 
     config = load_config(config_path, {"data_dir": str(data_dir)})
     master_file = config.keys.master_key_file

@@ -572,8 +572,8 @@ class SkipRequest(Exception):
 
 
 def _hsm_for(args: argparse.Namespace) -> SoftwareHsm:
+    from iso_switch.bootstrap import build_hsm
     from iso_switch.config import load_config
-    from iso_switch.server import build_hsm
 
     config = load_config(args.config, {"data_dir": args.data_dir})
     return build_hsm(config)
