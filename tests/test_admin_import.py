@@ -128,3 +128,10 @@ def test_cli_cards_import_help_documents_the_format(capsys: pytest.CaptureFixtur
     for word in ('"pan"', '"expiry"', '"account"', "opening_minor", "limit_day_count",
                  "no PIN", admin_cmd.PIN_ENV, "card.import"):
         assert word in out
+
+
+def test_the_documented_example_is_a_valid_card() -> None:
+    text = admin_cmd.CARDS_IMPORT_EPILOG
+    example = text[text.index("{"):text.index("}") + 1].replace("\n", " ")
+    (card,) = parse_card_lines([example])
+    assert card.opening_minor == 100_000_000_000 and card.limit_day_count == 10**9

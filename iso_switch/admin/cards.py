@@ -5,7 +5,7 @@ generator's provisioning).
 **The format.** UTF-8 text, one JSON object per line (blank lines are
 skipped), one card per object::
 
-    {"pan": "4761738000000007", "expiry": "3012", "account": "6222028800000000",
+    {"pan": "4761738000000006", "expiry": "3012", "account": "6222028800000000",
      "state": "active", "opening_minor": 100000000000,
      "limit_txn_minor": 500000, "limit_day_minor": 100000000000000,
      "limit_day_count": 1000000000}

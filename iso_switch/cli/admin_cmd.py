@@ -14,6 +14,7 @@ import argparse
 import getpass
 import os
 import sys
+import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -128,7 +129,7 @@ CARDS_IMPORT_HELP = (
 CARDS_IMPORT_EPILOG = """\
 FILE holds one JSON object per line, one card each (blank lines skipped):
 
-  {"pan": "4761738000000007", "expiry": "3012", "account": "6222028800000000",
+  {"pan": "4761738000000006", "expiry": "3012", "account": "6222028800000000",
    "state": "active", "opening_minor": 100000000000, "limit_txn_minor": 500000,
    "limit_day_minor": 100000000000000, "limit_day_count": 1000000000}
 
@@ -149,8 +150,10 @@ card.import.
 
 
 def _register_cards_import(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = CARDS_IMPORT_EPILOG
+    # Raw, so the example keeps its lines: the description is wrapped here.
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = textwrap.fill(CARDS_IMPORT_HELP, width=79)
+    parser.epilog = CARDS_IMPORT_EPILOG
     parser.add_argument("file", metavar="FILE", help="the card file ('-': standard input)")
     _add_keys_arguments(parser)
 
