@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+from iso_switch.bootstrap import build_hsm
 from iso_switch.config import load_config
 from iso_switch.processor import (
     Processor,
@@ -43,7 +44,6 @@ from iso_switch.processor import (
     open_store,
 )
 from iso_switch.security.demo import pan_hash_key
-from iso_switch.server import build_hsm
 from simulators._provision import LOAD_EXPIRY, LOAD_PIN, load_card_pan, provision_cards
 from simulators.client import TerminalDevice, codec_for
 

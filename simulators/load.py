@@ -564,7 +564,9 @@ def build_provision_parser() -> argparse.ArgumentParser:
         "serves): Luhn-valid PANs 4761738NNNNNNNNC under the on-us BIN, PIN 1234 (stored "
         "as PIN verification data from the switch's key store), expiry 3012, each with an "
         "account holding 1,000,000,000.00 and daily limits raised so sustained load is "
-        "not declined 61/65/51. Idempotent; seeds the demo data first when needed.",
+        "not declined 61/65/51. Idempotent. The cards go through the switch's admin API "
+        "(audited as card.import, like 'iso-switch cards import'); with the demo "
+        "configuration the demo data is seeded first, as the switch does at start.",
     )
     parser.add_argument("--data-dir", required=True, help="the switch's data directory")
     parser.add_argument("--cards", type=_bounded_int(1, 10**7), default=DEFAULT_CARDS,

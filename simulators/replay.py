@@ -1,7 +1,7 @@
 """``iso-switch-replay``: send a recorded trace's requests to a switch again
 and compare every answer with the recorded one, field by field.
 
-A trace (``iso_switch.server.trace``) holds every frame a switch received
+A trace (``iso_switch.trace``) holds every frame a switch received
 and sent. Replay reads it, opens the sealed cardholder fields with the
 trace key from the key store (resolved exactly as the switch does:
 ``--config`` / ``--data-dir``, ``$ISO_SWITCH_MASTER_KEY`` or the
@@ -58,7 +58,7 @@ from iso_switch.security.errors import SecurityError
 from iso_switch.security.hsm import SoftwareHsm
 from iso_switch.security.ksn import TDES_COUNTER_BITS
 from iso_switch.security.pinblock import FORMAT_0, decrypt_pin_block
-from iso_switch.server.trace import (
+from iso_switch.trace import (
     PROTECTED_FIELDS,
     FieldSealer,
     TracedListener,
@@ -572,8 +572,8 @@ class SkipRequest(Exception):
 
 
 def _hsm_for(args: argparse.Namespace) -> SoftwareHsm:
+    from iso_switch.bootstrap import build_hsm
     from iso_switch.config import load_config
-    from iso_switch.server import build_hsm
 
     config = load_config(args.config, {"data_dir": args.data_dir})
     return build_hsm(config)

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from iso_switch.bootstrap import DemoKeyRefused, build_hsm
 from iso_switch.cli import main
 from iso_switch.config import load_config
 from iso_switch.processor import PanHashKeyMismatch, ProcessorConfig, open_store
 from iso_switch.security.demo import demo_keys_in, pan_hash_key, pan_hash_key_name
 from iso_switch.security.errors import KeyStoreError
 from iso_switch.security.keystore import DEMO_MASTER_KEY, KeyStore, MasterKey
-from iso_switch.server import DemoKeyRefused, build_hsm, open_processor
+from iso_switch.server import open_processor
 from tests.log_helpers import reset_logging
 
 CHECKOUT_KEYS = Path(__file__).resolve().parent.parent / "keys"

@@ -18,11 +18,12 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from iso_switch.bootstrap import build_hsm
 from iso_switch.cli import build_parser
 from iso_switch.codec import Codec, load_spec
 from iso_switch.security.keystore import KeyStore, MasterKey
-from iso_switch.server import build_hsm
-from iso_switch.server.trace import (
+from iso_switch.server.trace import TraceRecorder, open_trace
+from iso_switch.trace import (
     PROTECTED_FIELDS,
     FieldSealer,
     Frame,
@@ -30,10 +31,8 @@ from iso_switch.server.trace import (
     TraceError,
     TraceGap,
     TraceHeader,
-    TraceRecorder,
     mask_value,
     message_line,
-    open_trace,
     parse_lines,
     protect,
     read_trace,

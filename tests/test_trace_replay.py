@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import trio
 
+from iso_switch.bootstrap import build_hsm
 from iso_switch.cli import main as iso_switch_main
 from iso_switch.config import ListenerConfig
-from iso_switch.server import build_hsm
-from iso_switch.server.trace import TraceEntry, TraceError, TraceHeader
+from iso_switch.trace import TraceEntry, TraceError, TraceHeader
 from simulators.client import open_switch_client
 from simulators.replay import (
     SKIP_MASKED,

@@ -3,7 +3,9 @@ blacklist``: reference data administration on the store under ``--data-dir``.
 
 PANs and PINs never go on the command line (every user can read argv with
 ``ps``): ``cards create`` reads them from environment variables or prompts
-without echo. Output shows masked PANs only.
+without echo; ``cards import`` reads PANs from a file (the format of
+:mod:`iso_switch.admin.cards`, through :func:`iso_switch.admin.import_cards`)
+and its one initial PIN like ``cards create``. Output shows masked PANs only.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import sys
+import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -69,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     reset = action(cards, "reset-pin", "reset the PIN-try counter and unblock the PIN",
                    _cards_reset_pin)
     reset.add_argument("card_id", type=int, help="card id from 'cards list'")
+    _register_cards_import(action(cards, "import", CARDS_IMPORT_HELP, _cards_import))
 
     terminals = group("terminals", "list and create terminals and their profiles")
     action(terminals, "list", "list terminals with their profiles", _terminals_list)
@@ -115,6 +120,42 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.add_argument("--reason", default="")
         _add_keys_arguments(parser)  # a PAN is hashed under the key store's PAN hash key
         parser.set_defaults(add=name == "add")
+
+
+CARDS_IMPORT_HELP = (
+    "create cards in bulk from a JSON Lines file, in one audited transaction; every card "
+    f"gets the same initial PIN, read from ${PIN_ENV} or prompted without echo"
+)
+CARDS_IMPORT_EPILOG = """\
+FILE holds one JSON object per line, one card each (blank lines skipped):
+
+  {"pan": "4761738000000006", "expiry": "3012", "account": "6222028800000000",
+   "state": "active", "opening_minor": 100000000000, "limit_txn_minor": 500000,
+   "limit_day_minor": 100000000000000, "limit_day_count": 1000000000}
+
+pan, expiry (YYMM) and account are required. account is created (cardholder,
+the switch's currency) when absent, with opening_minor moved from the
+operator's equity account; an existing account is used as it is. state is
+active (default), lost, stolen or blocked. The limit_* keys default to the
+switch's (5000.00 per transaction, 20000.00 and 20 debits per business day).
+
+The file carries no PIN (a "pin" key is refused): the switch's HSM turns the
+one initial PIN into PIN verification data and the PIN is stored nowhere.
+The file holds full PANs: keep it readable by its owner only and delete it
+after the import. A card whose PAN is on file already is left unchanged, so
+importing a file twice changes nothing; a bad line (named by number, never by
+content) imports nothing. Each card created is in the audit log as
+card.import.
+"""
+
+
+def _register_cards_import(parser: argparse.ArgumentParser) -> None:
+    # Raw, so the example keeps its lines: the description is wrapped here.
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = textwrap.fill(CARDS_IMPORT_HELP, width=79)
+    parser.epilog = CARDS_IMPORT_EPILOG
+    parser.add_argument("file", metavar="FILE", help="the card file ('-': standard input)")
+    _add_keys_arguments(parser)
 
 
 def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -240,6 +281,32 @@ def _cards_create(args: argparse.Namespace) -> int:
                {"card_id": card_id, "account": args.account, "expiry": args.expiry,
                 "state": args.state})
     print(f"card {card_id} created")
+    return 0
+
+
+def _cards_import(args: argparse.Namespace) -> int:
+    from iso_switch.admin import CardImportError, import_cards, parse_card_lines
+
+    try:
+        lines = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc.strerror}")
+        return 1
+    with lines:
+        if args.file != "-" and os.fstat(lines.fileno()).st_mode & 0o077:
+            print(f"warning: {args.file} holds PANs and others may read it (chmod 600 it, "
+                  "and delete it after the import)", file=sys.stderr)
+        pin = _secret(PIN_ENV, "initial PIN for every card: ").strip()
+        try:
+            report = import_cards(Path(args.data_dir), open_hsm(args), parse_card_lines(lines),
+                                  pin=pin)
+        except CardImportError as exc:
+            print(f"error: {exc}; nothing imported")
+            return 1
+        except UnicodeDecodeError:
+            print(f"error: {args.file} is not UTF-8 text; nothing imported")
+            return 1
+    print(f"cards imported: {report.created} created, {report.existing} already on file")
     return 0
 
 

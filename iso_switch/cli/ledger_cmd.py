@@ -136,18 +136,14 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from iso_switch.processor import ProcessorConfig, check_pan_hash_kcv, seed_demo
-    from iso_switch.security.demo import pan_hash_key
+    from iso_switch.admin import seed_demo_data
 
     hsm = open_hsm(args)
     if not hsm.uses_demo_keys:
         # Demo cards on a real key store would be cards anyone can use.
         print("error: the demo data goes only into a ledger on the demo key store")
         return 1
-    store = _store(args)
-    key, kcv = pan_hash_key(hsm.key_store)
-    check_pan_hash_kcv(store, kcv)
-    seeded = seed_demo(store, hsm, ProcessorConfig(pan_hash_key=key), datetime.now(UTC))
+    seeded = seed_demo_data(Path(args.data_dir), hsm)
     print("demo data seeded" if seeded else "already seeded; nothing changed")
     return 0
 

@@ -33,7 +33,6 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import structlog
@@ -831,9 +830,4 @@ def _peer(stream: trio.SocketStream) -> str:
         return "?"
 
 
-def checkout_keys_dir() -> Path:
-    """The demo key store shipped in the checkout's ``keys/``."""
-    return Path(__file__).resolve().parents[2] / "keys"
-
-
-__all__ = ["Switch", "checkout_keys_dir"]
+__all__ = ["Switch"]

@@ -236,8 +236,9 @@ def ledger_main(config: Config, conn: Connection) -> None:
     # Signals go to the parent, which stops us in order (close()).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from iso_switch.bootstrap import build_hsm
     from iso_switch.logs import configure_logging
-    from iso_switch.server import build_hsm, open_processor
+    from iso_switch.server import open_processor
 
     configure_logging(config.logging.format, config.logging.level)  # type: ignore[arg-type]
     try:
