@@ -54,6 +54,8 @@ def worker(data_dir: str, start_seq: int) -> None:
     store = open_store(Path(data_dir), config)
     seed_demo(store, FakeHsm(), config, START)
     processor = Processor(store, FakeHsm(), config, clock=lambda: START)
+    sys.stdout.write("ready\n")  # seeded: from here on a kill can only cut a batch
+    sys.stdout.flush()
     seq = start_seq
     while True:
         requests = [Request(crash_request(s), "absent", START) for s in range(seq, seq + BATCH)]
@@ -106,6 +108,10 @@ def test_sigkill_at_random_points_loses_nothing_acknowledged(tmp_path: Path) -> 
         code = f"from tests.test_crash_ledger import worker; worker({str(tmp_path)!r}, {start})"
         child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                                  stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+        # The kill points are random in the batches' stream, not in the
+        # child's start-up, which a loaded machine may stretch past them.
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"ready\n"
         time.sleep(rng.uniform(0.4, 1.2))
         child.send_signal(signal.SIGKILL)
         output, _ = child.communicate()
