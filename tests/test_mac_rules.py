@@ -278,7 +278,7 @@ def test_a_0800_without_a_mac_needs_none() -> None:
 
 
 def test_refused_verdicts_answer_63() -> None:
-    assert {MacVerdict.MISSING, MacVerdict.BAD, MacVerdict.NO_KEY} == REFUSED
+    assert {MacVerdict.MISSING, MacVerdict.BAD, MacVerdict.NO_KEY} == set(REFUSED)
     for verdict in MacVerdict:
         expected = ResponseCode.SECURITY_VIOLATION if verdict in REFUSED else None
         assert check_mac(verdict) == expected

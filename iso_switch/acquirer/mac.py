@@ -66,12 +66,13 @@ class MacVerdict(enum.StrEnum):
     NO_KEY = "no key"  # carried, but no KSN, or one whose key set is unknown
 
 
-#: The verdicts answered ``63``.
-REFUSED: Final = frozenset({MacVerdict.MISSING, MacVerdict.BAD, MacVerdict.NO_KEY})
-_STATUS: Final[Mapping[MacVerdict | None, MacStatus]] = {
-    MacVerdict.OK: "valid", MacVerdict.BAD: "invalid", MacVerdict.NO_KEY: "invalid",
-    None: "absent",
-}
+# The members as module constants: reading ``MacVerdict.OK`` is a
+# descriptor call on Python 3.11, and these run for every request.
+_OK, _NOT_NEEDED, _MISSING, _BAD, _NO_KEY = (
+    MacVerdict.OK, MacVerdict.NOT_NEEDED, MacVerdict.MISSING, MacVerdict.BAD, MacVerdict.NO_KEY)
+#: The verdicts answered ``63`` (a tuple: an enum member's hash is a
+#: Python call, identity tests are not).
+REFUSED: Final = (_MISSING, _BAD, _NO_KEY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,13 +167,17 @@ def verify_request_mac(hsm: Hsm, layout: MacLayout, message: bytes,
         return None
     ksn = fields.get(KSN_FIELD)
     if ksn is None:
-        return MacVerdict.NO_KEY
-    covered = layout.covered(message, name)
-    tag = parse_mac(value)
-    if covered is None or tag is None:
-        return MacVerdict.BAD
-    if hsm.verify_request_mac(ksn, covered, tag):
-        return MacVerdict.OK
+        return _NO_KEY
+    # MacLayout.covered and parse_mac inline: this runs for every request.
+    size = layout.wire_bytes.get(name)
+    if size is None or len(message) < size:
+        return _BAD
+    try:
+        tag = bytes.fromhex(value)
+    except ValueError:
+        return _BAD
+    if hsm.verify_request_mac(ksn, message[:-size], tag):
+        return _OK
     return _why_not(hsm, ksn)
 
 
@@ -182,24 +187,26 @@ def _why_not(hsm: Hsm, ksn: str) -> MacVerdict:
     try:
         hsm.check_ksn(ksn)
     except SecurityError:
-        return MacVerdict.NO_KEY
-    return MacVerdict.BAD
+        return _NO_KEY
+    return _BAD
 
 
 def mac_status(carried: MacVerdict | None) -> MacStatus:
     """What the ledger side is told of a request's MAC, from
     :func:`verify_request_mac`."""
-    return _STATUS[carried]
+    if carried is _OK:
+        return "valid"
+    return "absent" if carried is None else "invalid"
 
 
 def request_verdict(status: MacStatus, terminal: TerminalRow | None, mti: str) -> MacVerdict:
     """The verdict once the terminal is known: a carried MAC stands as
     verified; a missing one is ``MISSING`` where the profile requires one."""
     if status == "valid":
-        return MacVerdict.OK
+        return _OK
     if status == "invalid":
-        return MacVerdict.BAD
-    return MacVerdict.MISSING if mac_required(terminal, mti) else MacVerdict.NOT_NEEDED
+        return _BAD
+    return _MISSING if mac_required(terminal, mti) else _NOT_NEEDED
 
 
 def check_mac(verdict: MacVerdict) -> ResponseCode | None:
