@@ -89,7 +89,7 @@ from simulators.client import (
 )
 
 #: Fields that differ on every run by design: RRN, approval code, KSN, MACs.
-DEFAULT_IGNORED_FIELDS: Final = ("37", "38", "62", "64", "128")
+DEFAULT_IGNORED_FIELDS: Final = ("37", "38", "62", *MAC_FIELDS)
 #: Bitmaps are never compared: a field present on one side only is reported
 #: as that field.
 BITMAP_FIELDS: Final = frozenset({"p", "1"})
