@@ -298,6 +298,7 @@ def test_what_the_ledger_is_told() -> None:
 def test_a_response_is_maced_when_its_request_mac_was_valid(rc: ResponseCode) -> None:
     assert response_maced(True, rc) is (rc not in ("30", "63"))
     assert response_maced(False, rc) is False
+    assert response_maced(True, str(rc)) is response_maced(True, rc)  # as stored: plain text
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)

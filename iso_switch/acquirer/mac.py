@@ -70,8 +70,7 @@ class MacVerdict(enum.StrEnum):
 # descriptor call on Python 3.11, and these run for every request.
 _OK, _NOT_NEEDED, _MISSING, _BAD, _NO_KEY = (
     MacVerdict.OK, MacVerdict.NOT_NEEDED, MacVerdict.MISSING, MacVerdict.BAD, MacVerdict.NO_KEY)
-#: The verdicts answered ``63`` (a tuple: an enum member's hash is a
-#: Python call, identity tests are not).
+#: The verdicts answered ``63``.
 REFUSED: Final = (_MISSING, _BAD, _NO_KEY)
 
 
