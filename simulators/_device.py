@@ -22,6 +22,7 @@ its size and KSN only.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
@@ -30,6 +31,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final
 
+from iso_switch.acquirer.mac import (
+    KSN_FIELD,
+    MAC_FIELDS,
+    MacLayout,
+    mac_field,
+    mac_field_for_encoding,
+    may_carry_mac,
+    parse_mac,
+)
 from iso_switch.codec import Codec, load_spec
 from iso_switch.codec.subfields import OriginalData, ReplacementAmounts
 from iso_switch.security.dukpt import DukptDeriver, DukptKeys
@@ -40,7 +50,7 @@ from iso_switch.security.ksn import (
     TDES_COUNTER_ONE_BITS_MAX,
     check_tdes_counter,
 )
-from iso_switch.security.mac import RETAIL_MAC_BYTES, retail_mac
+from iso_switch.security.mac import retail_mac
 from iso_switch.security.pinblock import FORMAT_0, encrypt_pin_block
 
 #: The public ANSI X9.24 test BDK of interface.md section 6 (demo only).
@@ -71,7 +81,7 @@ _DERIVERS_MAX: Final = 16
 DERIVER_CACHE_ENTRIES: Final = 65_536
 
 # Fields a repeat or a re-seal drops: they are computed again per message.
-_SEAL_FIELDS: Final = ("52", "62", "64", "128")
+_SEAL_FIELDS: Final = ("52", KSN_FIELD, *MAC_FIELDS)
 # Request MTI (first three digits) -> its repeat's last digit.
 _REPEATABLE: Final = frozenset({"010", "020", "022", "040", "042"})
 
@@ -189,10 +199,11 @@ def de90_of(original: Mapping[str, str]) -> str:
                                    original.get("32")).to_text()
 
 
-def mac_field_for(fields: Mapping[str, str]) -> str:
-    """DE128 when the message has a secondary bitmap (a field above 64),
-    else DE64 (interface.md section 4)."""
-    return "128" if any(k.isdigit() and int(k) > 64 and k != "128" for k in fields) else "64"
+@functools.lru_cache(maxsize=_DERIVERS_MAX)
+def mac_layout_for(codec: Codec) -> MacLayout:
+    """Where ``codec``'s dialect writes a MAC: the switch's own rules
+    (:mod:`iso_switch.acquirer.mac`), learned once per codec."""
+    return MacLayout.of(codec)
 
 
 def pan_of(fields: Mapping[str, str]) -> str | None:
@@ -468,12 +479,12 @@ class TerminalDevice:
         (format 0 PIN block under the PIN key) and the retail MAC in DE64 or
         DE128 over the encoded bytes before it (MAC-request key)."""
         out = {k: v for k, v in fields.items() if k not in _SEAL_FIELDS}
-        mac = mac and out.get("t", "")[:2] != "08"
+        mac = mac and may_carry_mac(out.get("t", ""))
         if pin is None and not mac:
             return Sealed(self.codec.encode(out), out, None, False)
         ksn = self.next_ksn()
         keys = self._deriver.keys(ksn)
-        out["62"] = ksn
+        out[KSN_FIELD] = ksn
         if pin is not None:
             pan = pan_of(out)
             if pan is None:
@@ -481,14 +492,12 @@ class TerminalDevice:
             out["52"] = encrypt_pin_block(keys.pin, pin, pan, FORMAT_0).hex().upper()
         if not mac:
             return Sealed(self.codec.encode(out), out, ksn, False)
-        name = mac_field_for(out)
-        size = RETAIL_MAC_BYTES if self.codec.fields[name].binary else 2 * RETAIL_MAC_BYTES
-        out[name] = "0" * (2 * RETAIL_MAC_BYTES)
-        head = self.codec.encode(out)[:-size]
+        layout = mac_layout_for(self.codec)
+        name = mac_field_for_encoding(out)
+        head = layout.head(out, name)
         tag = retail_mac(keys.mac_request, head, 1)
         out[name] = tag.hex().upper()
-        tail = tag if size == RETAIL_MAC_BYTES else out[name].encode("ascii")
-        return Sealed(head + tail, out, ksn, True)
+        return Sealed(head + layout.tail(name, tag), out, ksn, True)
 
     def seal(self, fields: Mapping[str, str], pin: str | None = None, mac: bool = True) -> bytes:
         """:meth:`seal_message`, returning only the bytes to send."""
@@ -505,18 +514,21 @@ class TerminalDevice:
 def verify_response_mac(codec: Codec, deriver: DukptDeriver, raw_response: bytes,
                         request_ksn: str | None,
                         fields: Mapping[str, str] | None = None) -> MacVerdict:
-    """The verdict on a response's MAC (constant-time comparison)."""
+    """The verdict on a response's MAC, in the field and over the bytes the
+    switch's rules name (:mod:`iso_switch.acquirer.mac`), under the
+    MAC-response key of the request's KSN (constant-time comparison)."""
     decoded = codec.decode(raw_response) if fields is None else fields
-    name = "128" if "128" in decoded else "64" if "64" in decoded else None
-    if name is None:
+    name = mac_field(decoded)
+    value = decoded.get(name)
+    if value is None:
         return MacVerdict.ABSENT
-    if request_ksn is None:
+    covered = mac_layout_for(codec).covered(raw_response, name)
+    received = parse_mac(value)
+    if request_ksn is None or covered is None or received is None:
         return MacVerdict.BAD
-    size = RETAIL_MAC_BYTES if codec.fields[name].binary else 2 * RETAIL_MAC_BYTES
     try:
         keys = deriver.keys(request_ksn)
-        received = bytes.fromhex(decoded[name])
     except ValueError:
         return MacVerdict.BAD
-    expected = retail_mac(keys.mac_response, raw_response[:-size], 1)
+    expected = retail_mac(keys.mac_response, covered, 1)
     return MacVerdict.OK if hmac.compare_digest(expected, received) else MacVerdict.BAD

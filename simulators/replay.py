@@ -54,6 +54,7 @@ from typing import Any, Final
 
 import trio
 
+from iso_switch.acquirer.mac import MAC_FIELDS, mac_field
 from iso_switch.security.errors import SecurityError
 from iso_switch.security.hsm import SoftwareHsm
 from iso_switch.security.ksn import TDES_COUNTER_BITS
@@ -88,11 +89,10 @@ from simulators.client import (
 )
 
 #: Fields that differ on every run by design: RRN, approval code, KSN, MACs.
-DEFAULT_IGNORED_FIELDS: Final = ("37", "38", "62", "64", "128")
+DEFAULT_IGNORED_FIELDS: Final = ("37", "38", "62", *MAC_FIELDS)
 #: Bitmaps are never compared: a field present on one side only is reported
 #: as that field.
 BITMAP_FIELDS: Final = frozenset({"p", "1"})
-MAC_FIELDS: Final = ("64", "128")
 DEFAULT_TIMEOUT_S: Final = 10.0
 #: How long the collector waits for an answer before checking whether the
 #: replay is over (not a limit on the switch).
@@ -492,8 +492,7 @@ class Replayer:
         if sealed is not None and sealed.mac and connection.device is not None:
             verdict = connection.device.verify_response_mac(raw, sealed.ksn, fields)
             if verdict is MacVerdict.BAD:
-                name = "128" if "128" in fields else "64"
-                diffs.append(FieldDiff(name, "valid MAC", "MAC BAD"))
+                diffs.append(FieldDiff(mac_field(fields), "valid MAC", "MAC BAD"))
         self._finish(index, "differing" if diffs else "matched", diffs=diffs)
 
     async def _deadline(self, index: int) -> None:

@@ -8,6 +8,7 @@ says whether MACs are required and which processing codes it may use.
 
 from __future__ import annotations
 
+from iso_switch.acquirer.mac import mac_required
 from iso_switch.ledger.records import MerchantRow, TerminalRow
 
 # Every processing code (first two digits of DE3) the switch knows.
@@ -18,14 +19,6 @@ CODES_BY_CLASS = {
     "020": frozenset({"00", "01", "20", "30", "31", "40"}),
     "022": frozenset({"00", "01"}),
 }
-# Classes whose requests a terminal profile may require to be MACed.
-MAC_CLASSES = ("01", "02", "04")
-
-
-def mac_required(terminal: TerminalRow | None, mti: str) -> bool:
-    """Unknown terminals need no MAC (they are answered 03 after the MAC
-    step); known ones per their profile, for 01xx/02xx/04xx."""
-    return terminal is not None and terminal.mac_required and mti[:2] in MAC_CLASSES
 
 
 def terminal_allows(terminal: TerminalRow, code: str) -> bool:

@@ -33,11 +33,19 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 import trio
 
+from iso_switch.acquirer.mac import (
+    KSN_FIELD,
+    MacLayout,
+    encode_response,
+    mac_status,
+    response_maced,
+    verify_request_mac,
+)
 from iso_switch.codec import Codec, CodecError, load_spec
 from iso_switch.config import Config, ListenerConfig
 from iso_switch.logs import flush_logs, transaction_line
@@ -63,10 +71,8 @@ log = structlog.get_logger("iso_switch.server")
 WRITER_QUEUE_REQUESTS = 8192
 # Batched logging: the longest a line logged outside a batch of answers waits.
 LOG_FLUSH_INTERVAL_S = 0.1
-MAC_FIELDS = ("64", "128")
 KSN_HEX_CHARS = 20
 KSN_COUNTER_BITS = 21  # ANSI X9.24-1 TDES DUKPT transaction counter
-MacStatus = Literal["valid", "invalid", "absent"]
 
 
 @dataclass(slots=True, eq=False)
@@ -87,22 +93,13 @@ class _Dialect:
     """What a listener needs to read and write its messages."""
 
     codec: Codec
-    mac_wire_bytes: dict[str, int]
-    mac_binary: dict[str, bool]
+    mac: MacLayout
     mti_binary: bool
 
 
 def _dialect(name: str) -> _Dialect:
     codec = Codec(load_spec(name))
-    sizes: dict[str, int] = {}
-    binary: dict[str, bool] = {}
-    for key in MAC_FIELDS:
-        fs = codec.fields.get(key)
-        if fs is None or fs.len_type != 0:
-            continue
-        sizes[key] = fs.max_len
-        binary[key] = fs.binary
-    return _Dialect(codec, sizes, binary, codec.fields["t"].binary)
+    return _Dialect(codec, MacLayout.of(codec), codec.fields["t"].binary)
 
 
 @dataclass(slots=True, eq=False)
@@ -128,11 +125,6 @@ class _Conn:
     closed: bool = False
     read_scope: trio.CancelScope | None = None
     conn_id: int = 0  # [trace]
-
-
-def _mac_field(fields: Mapping[str, str]) -> str:
-    """DE128 when the secondary bitmap is present, else DE64 (interface §4)."""
-    return "128" if "1" in fields else "64"
 
 
 def _readable_mti(raw: bytes, mti_binary: bool) -> str | None:
@@ -449,9 +441,9 @@ class Switch:
                 self._answer(_Pending(request, conn, tpdu, started, 0.0, seq),
                              _plain(request, "63", "admission"))
                 return
-        mac_status = self._verify_mac(message, fields, dialect)
+        status = mac_status(verify_request_mac(self.hsm, dialect.mac, message, fields))
         if device is not None:
-            if mac_status == "invalid":
+            if status == "invalid":
                 self.guard.failed(conn.address, now_s)
             else:  # a valid MAC, or a MAC-optional request: a device seen
                 self.guard.authenticated(conn.address, device, now_s)
@@ -460,7 +452,7 @@ class Switch:
         pin_block, ksn = fields.get("52"), fields.get("62")
         pin_zone = (self.hsm.rewrap_pin_block(ksn, pin_block)
                     if pin_block is not None and ksn is not None else None)
-        request = Request(fields=fields, mac_status=mac_status, received_at=self.clock(),
+        request = Request(fields=fields, mac_status=status, received_at=self.clock(),
                           listener=lc.name, pin_zone=pin_zone)
         deadline = trio.current_time() + self.config.timeouts.decision_deadline_s
         pending = _Pending(request, conn, tpdu, started, deadline, seq)
@@ -569,38 +561,12 @@ class Switch:
         if conn.read_scope is not None:
             conn.read_scope.cancel()
 
-    def _verify_mac(
-        self, message: bytes, fields: Mapping[str, str], dialect: _Dialect
-    ) -> MacStatus:
-        key = _mac_field(fields)
-        value = fields.get(key)
-        if value is None:
-            return "absent"
-        size = dialect.mac_wire_bytes.get(key)
-        ksn = fields.get("62", "")
-        if size is None or len(message) < size:
-            return "invalid"
-        try:
-            mac = bytes.fromhex(value)
-        except ValueError:
-            return "invalid"
-        return "valid" if self.hsm.verify_request_mac(ksn, message[:-size], mac) else "invalid"
-
     def _encode_response(self, outcome: Outcome, request: Mapping[str, str],
                          dialect: _Dialect) -> bytes:
-        response = outcome.response
-        codec = dialect.codec
         if not outcome.mac_response:
-            return codec.encode(response)
-        # Response dicts carry no bitmap keys: a field above 64 means the
-        # codec writes a secondary bitmap, so the MAC goes in DE128.
-        key = "128" if any(k.isdigit() and 64 < int(k) <= 128 for k in response) else "64"
-        size = dialect.mac_wire_bytes[key]
-        placeholder = "0" * (16 if dialect.mac_binary[key] else size)
-        raw = codec.encode({**response, key: placeholder})
-        mac = self.hsm.generate_response_mac(request.get("62", ""), raw[:-size])
-        tail = mac if dialect.mac_binary[key] else mac.hex().upper().encode("ascii")
-        return raw[:-size] + tail
+            return dialect.codec.encode(outcome.response)
+        return encode_response(self.hsm, dialect.mac, outcome.response,
+                               request.get(KSN_FIELD, ""))
 
     # -- the ledger writer --------------------------------------------------
 
@@ -773,8 +739,8 @@ def _server_rrn() -> str:
 
 def _plain(request: Request, rc: str, decision: str) -> Outcome:
     """An answer that stores nothing (91, 96): echo, DE37 on 01xx/02xx/04xx
-    responses as interface section 3 asks, DE39; MACed when the request's
-    MAC was valid (section 4: only 30 and 63 answers go unMACed)."""
+    responses as interface section 3 asks, DE39; MACed per
+    :func:`~iso_switch.acquirer.mac.response_maced`."""
     fields = request.fields
     mti = fields.get("t", "")
     response = {"t": response_mti(mti), **echo(fields)}
@@ -782,7 +748,7 @@ def _plain(request: Request, rc: str, decision: str) -> Outcome:
         response["37"] = _server_rrn()
     response["39"] = rc
     amount = fields.get("4", "")
-    return Outcome(response, request.mac_status == "valid", {
+    return Outcome(response, response_maced(request.mac_status == "valid", rc), {
         "mti": fields.get("t", ""), "stan": fields.get("11"), "terminal": fields.get("41"),
         "processing_code": fields.get("3"),
         "amount_minor": int(amount) if amount.isdigit() else None,
