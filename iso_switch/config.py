@@ -215,6 +215,13 @@ class LedgerConfig:
     #: An idle switch still runs housekeeping (due holds expire, old keys
     #: are pruned) this often; a busy one does it with every batch.
     housekeeping_interval_s: float = field(default=30.0, metadata=_bounded(0.05, 3600))
+    #: With ``worker = "process"``: the longest the switch waits to hand the
+    #: ledger process a batch or for its answer. Past it the process is
+    #: killed and another started; that batch's requests get their stored
+    #: decision where one was committed, else 91. Above the slowest batch
+    #: (fsync, and the hourly prune of old decisions, which runs inside one),
+    #: or every restart would be killed again.
+    reply_timeout_s: float = field(default=30.0, metadata=_bounded(0.05, 3600))
 
 
 def _check_key_set_id(text: str) -> str | None:

@@ -55,7 +55,7 @@ from iso_switch.protocol import (
 )
 from iso_switch.protocol.admission import AdmissionLimits, PeerGuard
 from iso_switch.security.hsm import Hsm
-from iso_switch.server.ledger_worker import InThreadLedger, LedgerWorker
+from iso_switch.server.ledger_worker import BatchInDoubt, InThreadLedger, LedgerWorker
 from iso_switch.server.trace import TraceRecorder, open_trace
 
 log = structlog.get_logger("iso_switch.server")
@@ -739,9 +739,18 @@ class _LedgerPump:
     def decide(self, requests: list[Request]) -> list[Outcome]:
         """One batch. Never raises: a failed commit or a processor bug
         answers the whole batch 96 (nothing of it posted) and the pump,
-        with the switch, goes on."""
+        with the switch, goes on. A batch in doubt (the ledger process lost
+        with it, or not running) answers each request its stored decision
+        where the ledger has one, else 91: not 96, which would promise that
+        nothing was posted."""
         try:
             return self.ledger.process_batch(requests)
+        except BatchInDoubt as doubt:
+            log.error("batch in doubt: answering stored decisions, 91 for the rest",
+                      size=len(requests), reason=str(doubt),
+                      recalled=sum(o is not None for o in doubt.recalled))
+            return [_plain(r, "91", "in doubt") if o is None else o
+                    for r, o in zip(requests, doubt.recalled, strict=True)]
         except CommitFailed:
             log.error("batch commit failed: answering 96, nothing posted", size=len(requests))
             return [_plain(r, "96", "commit failed") for r in requests]
