@@ -184,6 +184,13 @@ class TimeoutsConfig:
 
     #: A connection with no bytes for this long is closed.
     idle_timeout_s: float = field(default=300.0, metadata=_bounded(0.001, _MAX_TIMEOUT_S))
+    #: A connection with no request for this long is closed, whatever else it
+    #: sends: keep-alives (zero-length frames) and partial frames do not
+    #: count, any other whole frame (0800 echoes included) does. It bounds
+    #: how long a client can hold one of ``limits.max_connections`` without
+    #: asking for anything; a terminal that is cut off reconnects for its
+    #: next request.
+    no_request_timeout_s: float = field(default=900.0, metadata=_bounded(0.001, _MAX_TIMEOUT_S))
     #: Time to receive one whole frame once its first byte arrived: a client
     #: sending one byte a second is cut off.
     frame_read_timeout_s: float = field(default=10.0, metadata=_bounded(0.001, _MAX_TIMEOUT_S))
