@@ -44,7 +44,7 @@ STARTS = "starts"  # one line appended per start tried
 HANG = "hang"  # the next batch with requests never answers
 DIE_AFTER_COMMIT = "die-after-commit"  # the next batch commits, then the child exits
 # Short, so a hang costs the test little; long enough for a loaded machine's batch.
-REPLY_TIMEOUT_S = 2.0
+REPLY_TIMEOUT_S = 5.0
 # Bounds a broken test, not the switch's speed.
 WAIT_LIMIT_S = 60.0
 AMOUNT_MINOR = 1000

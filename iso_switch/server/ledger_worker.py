@@ -229,46 +229,54 @@ class SubprocessLedger:
         return None if self._process is None else self._process.pid
 
     def _start(self) -> None:
+        """Start a child and wait (bounded) for it to say it is ready; on any
+        failure leave nothing behind: no child, no pipe."""
         parent, child = self._context.Pipe()
         process = self._context.Process(
             target=self._target, args=(self._config, child), name="iso-switch-ledger",
             daemon=True,
         )
-        process.start()
-        child.close()
-        if not parent.poll(START_TIMEOUT_S):
-            process.kill()
-            process.join(STOP_TIMEOUT_S)
+        try:
+            process.start()
+            child.close()
+            self._await_ready(parent, process)
+            _bound_waits(parent, self._reply_timeout_s)
+        except BaseException:
+            child.close()
             parent.close()
+            if process.pid is not None:
+                process.kill()
+                process.join(STOP_TIMEOUT_S)
+            raise
+        self._conn, self._process = parent, process
+
+    @staticmethod
+    def _await_ready(parent: Connection, process: multiprocessing.process.BaseProcess) -> None:
+        if not parent.poll(START_TIMEOUT_S):
             raise LedgerProcessError("the ledger process did not start in time")
         try:
             ready = parent.recv()
         except EOFError:
             process.join(STOP_TIMEOUT_S)
-            parent.close()
             raise LedgerProcessError(
                 f"the ledger process exited at start (code {process.exitcode})"
             ) from None
         if ready != READY:
-            process.kill()
-            process.join(STOP_TIMEOUT_S)
-            parent.close()
             raise LedgerProcessError(f"the ledger process failed to start: {ready}")
-        _bound_waits(parent, self._reply_timeout_s)
-        self._conn, self._process = parent, process
 
     def _restart(self) -> bool:
         """Start a child in place of a lost one, unless the backoff after a
         failed start has not passed. Whether one is running now."""
-        now = time.monotonic()
-        if now < self._next_start:
+        if time.monotonic() < self._next_start:
             return False
         try:
             self._start()
-        except (LedgerProcessError, OSError) as exc:
-            self._next_start = now + self._backoff_s
+        except Exception as exc:  # whatever stops a start, the ledger stays down
+            # Counted from the failure: a slow failing start is no pause.
+            self._next_start = time.monotonic() + self._backoff_s
             log.error("ledger process did not start; next try in %.1f s: %s",
-                      self._backoff_s, exc)
+                      self._backoff_s, exc if isinstance(exc, LedgerProcessError)
+                      else type(exc).__name__)
             self._backoff_s = min(self._backoff_s * 2, RESTART_BACKOFF_MAX_S)
             return False
         self._backoff_s = RESTART_BACKOFF_FIRST_S
