@@ -1,9 +1,10 @@
 """Faults of the ledger process (``ledger.worker = "process"``), with real
-child processes over real TCP: a child that cannot start (the switch
+child processes, over real TCP: a child that cannot start (the switch
 answers 91 meanwhile and tries again, with backoff, on later batches), one
 that hangs (the wait is bounded; it is killed and replaced; its undecided
 requests get 91) and one that dies after committing (its requests get
-their stored decisions; nothing is posted twice).
+their stored decisions; nothing is posted twice). And, on the ledger worker
+itself, a batch in doubt that mixes a stored decision with a new request.
 
 The faults come from :func:`faulty_ledger_main`, a test-only entry point
 for the child: it reads a plan from files in a directory and otherwise runs
@@ -17,15 +18,17 @@ import os
 import signal
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+import pytest
 import trio
 
 from iso_switch.config import Config
 from iso_switch.processor import Outcome, Processor, Request, open_store
 from iso_switch.server import Switch, build_hsm
-from iso_switch.server.ledger_worker import SubprocessLedger, ledger_main
+from iso_switch.server.ledger_worker import BatchInDoubt, SubprocessLedger, ledger_main
 from tests.server_helpers import (
     ACCOUNT_RICH,
     Client,
@@ -191,3 +194,31 @@ async def test_a_child_that_dies_after_committing_answers_the_stored_decision(
         assert [repeat[k] for k in decision] == [answer[k] for k in decision]
         assert _balance_minor(tmp_path) == before - AMOUNT_MINOR
     await _stop(running, ledger)
+
+
+def test_a_batch_in_doubt_gets_stored_decisions_and_nothing_else(tmp_path: Path) -> None:
+    """A hung child's batch, read back by its successor: a request whose
+    decision was stored (here by an earlier batch: a repeat) gets it, one
+    with none gets nothing (the server answers it 91)."""
+    plan = tmp_path / "plan"
+    plan.mkdir()
+    config = make_config(tmp_path / "data", ledger__worker="process",
+                         ledger__reply_timeout_s=REPLY_TIMEOUT_S)
+    ledger = SubprocessLedger(config, target=functools.partial(faulty_ledger_main, str(plan)))
+    try:
+        terminal = Terminal()  # TERM0003: no MAC required
+        earlier = Request(terminal.financial(), "absent", datetime.now(UTC))
+        [stored] = ledger.process_batch([earlier])
+        assert stored.response["39"] == "00"
+        before = _balance_minor(tmp_path)
+        (plan / HANG).touch()
+        with pytest.raises(BatchInDoubt) as doubt:
+            ledger.process_batch([Request(terminal.financial(), "absent", datetime.now(UTC)),
+                                  earlier])
+        fresh, repeat = doubt.value.recalled
+        assert fresh is None
+        assert repeat is not None and repeat.response == stored.response
+        assert ledger.restarts == 1
+        assert _balance_minor(tmp_path) == before  # nothing of the batch was posted
+    finally:
+        ledger.close()
