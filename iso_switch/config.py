@@ -184,6 +184,13 @@ class TimeoutsConfig:
 
     #: A connection with no bytes for this long is closed.
     idle_timeout_s: float = field(default=300.0, metadata=_bounded(0.001, _MAX_TIMEOUT_S))
+    #: A connection with no request for this long is closed, whatever else it
+    #: sends: keep-alives (zero-length frames) and partial frames do not
+    #: count, any other whole frame (0800 echoes included) does. It bounds
+    #: how long a client can hold one of ``limits.max_connections`` without
+    #: asking for anything; a terminal that is cut off reconnects for its
+    #: next request.
+    no_request_timeout_s: float = field(default=900.0, metadata=_bounded(0.001, _MAX_TIMEOUT_S))
     #: Time to receive one whole frame once its first byte arrived: a client
     #: sending one byte a second is cut off.
     frame_read_timeout_s: float = field(default=10.0, metadata=_bounded(0.001, _MAX_TIMEOUT_S))
@@ -215,6 +222,13 @@ class LedgerConfig:
     #: An idle switch still runs housekeeping (due holds expire, old keys
     #: are pruned) this often; a busy one does it with every batch.
     housekeeping_interval_s: float = field(default=30.0, metadata=_bounded(0.05, 3600))
+    #: With ``worker = "process"``: the longest the switch waits to hand the
+    #: ledger process a batch or for its answer. Past it the process is
+    #: killed and another started; that batch's requests get their stored
+    #: decision where one was committed, else 91. Above the slowest batch
+    #: (fsync, and the hourly prune of old decisions, which runs inside one),
+    #: or every restart would be killed again.
+    reply_timeout_s: float = field(default=30.0, metadata=_bounded(0.05, 3600))
 
 
 def _check_key_set_id(text: str) -> str | None:

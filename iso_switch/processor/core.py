@@ -227,6 +227,26 @@ class Processor:
             raise CommitFailed("the batch did not commit") from exc
         return outcomes
 
+    def recall(self, requests: Sequence[Request]) -> list[Outcome | None]:
+        """Read back, without deciding or storing anything, what is stored
+        for a batch a lost ledger process had: per request the answer a
+        repeat of it gets (its stored decision), or None where nothing is
+        stored for it (or it could not be shown: wrong MAC, other content)."""
+        self._refresh()
+        return [self._recalled(request) for request in requests]
+
+    def _recalled(self, request: Request) -> Outcome | None:
+        try:
+            p = parse_request(request.fields, self.config.pan_hash_key)
+        except FormatError:
+            return None
+        if _mac_refused(request, p.mti, self.terminals.get(p.terminal)):
+            return None
+        stored = self.store.get_txn(p.key)
+        if stored is None or stored.content != p.content:
+            return None
+        return self._respond(request, p, stored, request.mac_status == "valid", "recalled")
+
     def network_management(self, request: Request) -> Outcome:
         response = answer_0800(request.fields)
         return Outcome(response, False, self._log(request.fields, response["39"], "network"))
@@ -351,9 +371,7 @@ class Processor:
             return self._plain(request, "30", "format")
         pan_masked = mask_pan(p.pan) if p.pan else ""
         terminal = self.terminals.get(p.terminal)
-        if request.mac_status == "invalid" or (
-            mac_required(terminal, p.mti) and request.mac_status != "valid"
-        ):
+        if _mac_refused(request, p.mti, terminal):
             return self._plain(request, "63", "mac", pan_masked)
         mac_ok = request.mac_status == "valid"
         store = self.store
@@ -795,6 +813,13 @@ class Processor:
                                           -txn.effective_minor, -1)
             store.set_review(review_id, wanted, hold_id, now)
         return f"review {review_id} {wanted}"
+
+
+def _mac_refused(request: Request, mti: str, terminal: TerminalRow | None) -> bool:
+    """A wrong MAC, or none where the terminal or the MTI needs one (63)."""
+    return request.mac_status == "invalid" or (
+        mac_required(terminal, mti) and request.mac_status != "valid"
+    )
 
 
 def _pvd(card: CardRow) -> PinVerificationData:

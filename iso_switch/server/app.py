@@ -17,7 +17,8 @@ bytes and values between them and bounds everything:
   never reads stops its own reading, never anyone else's;
 - the writer queue: ``WRITER_QUEUE_REQUESTS`` slots (queued or being
   decided); the ledger pump thread takes batches of at most ``limits.max_batch``;
-- time: idle timeout, per-frame read timeout (from the first byte of a
+- time: idle timeout (no byte), no-request timeout (keep-alives alone do
+  not keep a connection), per-frame read timeout (from the first byte of a
   frame to its last), decision deadline (one task answers 91 to requests
   still queued at theirs, nothing posted; the queue is in deadline order).
 """
@@ -47,7 +48,7 @@ from iso_switch.acquirer.mac import (
     verify_request_mac,
 )
 from iso_switch.codec import Codec, CodecError, load_spec
-from iso_switch.config import Config, ListenerConfig
+from iso_switch.config import Config, ListenerConfig, TimeoutsConfig
 from iso_switch.logs import flush_logs, transaction_line
 from iso_switch.processor import CommitFailed, Outcome, Processor, Request
 from iso_switch.processor.fields import echo, response_mti
@@ -62,7 +63,7 @@ from iso_switch.protocol import (
 )
 from iso_switch.protocol.admission import AdmissionLimits, PeerGuard
 from iso_switch.security.hsm import Hsm
-from iso_switch.server.ledger_worker import InThreadLedger, LedgerWorker
+from iso_switch.server.ledger_worker import BatchInDoubt, InThreadLedger, LedgerWorker
 from iso_switch.server.trace import TraceRecorder, open_trace
 
 log = structlog.get_logger("iso_switch.server")
@@ -125,6 +126,50 @@ class _Conn:
     closed: bool = False
     read_scope: trio.CancelScope | None = None
     conn_id: int = 0  # [trace]
+
+
+@dataclass(slots=True)
+class _ReadClock:
+    """The deadlines of one connection's next read, in trio time.
+
+    Three bounds, the nearest wins: no byte at all for ``idle_timeout_s``;
+    a frame begun and not ended ``frame_read_timeout_s`` after its first
+    byte (counted from the first byte, not the latest chunk, or a client
+    dribbling a byte at a time would never be cut off); no request (a whole
+    frame other than a keep-alive) for ``no_request_timeout_s``, so that
+    keep-alives alone cannot hold a connection slot for ever."""
+
+    timeouts: TimeoutsConfig
+    now: float
+    request_by: float = 0.0
+    frame_by: float | None = None
+    reason: str = "idle timeout"
+    timeout_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.request_seen()
+
+    def request_seen(self) -> None:
+        """A request arrived (in the chunk read at ``now``)."""
+        self.request_by = self.now + self.timeouts.no_request_timeout_s
+
+    def next_deadline(self, now: float, partial_frame: bool) -> float:
+        """The next read's deadline; ``reason`` and ``timeout_s`` say which."""
+        self.now = now
+        timeouts = self.timeouts
+        if partial_frame:
+            if self.frame_by is None:
+                self.frame_by = now + timeouts.frame_read_timeout_s
+            deadline, self.reason = self.frame_by, "frame read timeout"
+            self.timeout_s = timeouts.frame_read_timeout_s
+        else:
+            self.frame_by = None
+            deadline, self.reason = now + timeouts.idle_timeout_s, "idle timeout"
+            self.timeout_s = timeouts.idle_timeout_s
+        if self.request_by < deadline:
+            deadline, self.reason = self.request_by, "no request timeout"
+            self.timeout_s = timeouts.no_request_timeout_s
+        return deadline
 
 
 def _readable_mti(raw: bytes, mti_binary: bool) -> str | None:
@@ -332,23 +377,9 @@ class Switch:
     async def _read_loop(self, stream: trio.SocketStream, framer: Framer, conn: _Conn) -> str:
         """Read frames and take each request. Returns why it stopped."""
         lc, peer = conn.lc, conn.peer
-        timeouts = self.config.timeouts
-        deadline_s = timeouts.idle_timeout_s
-        frame_deadline: float | None = None
+        clock = _ReadClock(self.config.timeouts, trio.current_time())
         while not self._stop.is_set():
-            # An idle connection gets the idle timeout; once a frame has
-            # started, its last byte must arrive within the frame timeout
-            # counted from its first byte (not from the latest chunk, or a
-            # client dribbling a byte at a time would never be cut off).
-            if framer.has_partial_frame:
-                deadline_s = timeouts.frame_read_timeout_s
-                if frame_deadline is None:
-                    frame_deadline = trio.current_time() + deadline_s
-                deadline = frame_deadline
-            else:
-                deadline_s = timeouts.idle_timeout_s
-                frame_deadline = None
-                deadline = trio.current_time() + deadline_s
+            deadline = clock.next_deadline(trio.current_time(), framer.has_partial_frame)
             # The scope is registered so that shutdown() can stop the read
             # (in-flight requests still finish), and so that a failed write
             # can end the connection: cheaper than a watcher task per receive.
@@ -368,16 +399,19 @@ class Switch:
                 if conn.closed:
                     return "peer reset"
                 log.info("connection timed out", listener=lc.name, peer=peer,
-                         partial_frame=framer.has_partial_frame, timeout_s=deadline_s)
-                return "frame read timeout" if framer.has_partial_frame else "idle timeout"
+                         partial_frame=framer.has_partial_frame, timeout_s=clock.timeout_s,
+                         reason=clock.reason)
+                return clock.reason
             if not data:
                 return "closed by peer"
+            clock.now = trio.current_time()  # what a request in this chunk counts from
             framer.feed(data)
             try:
                 for event in framer.events():
-                    frame_deadline = None  # a frame ended: the next one starts its own clock
+                    clock.frame_by = None  # a frame ended: the next one starts its own clock
                     if isinstance(event, KeepAlive):
-                        continue
+                        continue  # keeps the connection from the idle timeout only
+                    clock.request_seen()
                     # Without a checkpoint when a slot is free (the receive
                     # above is this loop's checkpoint); waits at the bound.
                     try:
@@ -704,9 +738,18 @@ class _LedgerPump:
     def decide(self, requests: list[Request]) -> list[Outcome]:
         """One batch. Never raises: a failed commit or a processor bug
         answers the whole batch 96 (nothing of it posted) and the pump,
-        with the switch, goes on."""
+        with the switch, goes on. A batch in doubt (the ledger process lost
+        with it, or not running) answers each request its stored decision
+        where the ledger has one, else 91: not 96, which would promise that
+        nothing was posted."""
         try:
             return self.ledger.process_batch(requests)
+        except BatchInDoubt as doubt:
+            log.error("batch in doubt: answering stored decisions, 91 for the rest",
+                      size=len(requests), reason=str(doubt),
+                      recalled=sum(o is not None for o in doubt.recalled))
+            return [_plain(r, "91", "in doubt") if o is None else o
+                    for r, o in zip(requests, doubt.recalled, strict=True)]
         except CommitFailed:
             log.error("batch commit failed: answering 96, nothing posted", size=len(requests))
             return [_plain(r, "96", "commit failed") for r in requests]

@@ -14,11 +14,27 @@ processor use it).
 Both are driven the same way, by the server's ledger pump thread, one
 batch at a time: ``process_batch(requests)``.
 
-A child that dies (killed, out of memory) is started again and the batch it
-had is sent again, once. That is safe because a batch is idempotent:
-decisions are stored under their keys in the same transaction as their
-postings, so a batch that committed before the crash answers with its
-stored decisions, and one that did not is decided afresh.
+Faults of the child (``SubprocessLedger``):
+
+- Every wait on the pipe is bounded: sending a batch and waiting for its
+  answer by ``ledger.reply_timeout_s`` (socket timeouts on the switch's end,
+  set once: nothing is added per batch), starting by :data:`START_TIMEOUT_S`.
+- A child that certainly never read a batch (gone when it was sent, or
+  dead with it unread in its pipe) decided nothing of it: another is started
+  and the batch goes to it.
+- A child lost with a batch (it died, hung past the timeout, or answered
+  nonsense) is killed and reaped, so it can commit nothing more; another is
+  started and asked only to read back the batch's keys (``recall``). Each
+  request gets the decision stored under its key, exactly what a repeat of
+  it would get (DE37, DE38, DE39, DE54), or nothing: the server answers
+  those 91 (inoperative), never 96, which would promise that nothing was
+  posted. The batch is not decided again: a batch that killed or hung one
+  child would do it to the next.
+- A child that cannot be started leaves the ledger down, not broken: each
+  later batch (the idle housekeeping batch included) tries again, at most
+  once per backoff interval (:data:`RESTART_BACKOFF_FIRST_S`, doubling up to
+  :data:`RESTART_BACKOFF_MAX_S`); until one starts, batches are answered 91
+  without being sent anywhere.
 """
 
 from __future__ import annotations
@@ -30,7 +46,10 @@ import multiprocessing
 import os
 import pickle
 import signal
-from collections.abc import Sequence
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -45,12 +64,19 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 120.0
 # Seconds a child gets to finish and close on shutdown before it is killed.
 STOP_TIMEOUT_S = 30.0
+# After a failed start, the next try waits this long; each failure doubles
+# the wait, up to the max (a switch that cannot open its ledger does not
+# spin on it, and tries again at least this often).
+RESTART_BACKOFF_FIRST_S = 0.5
+RESTART_BACKOFF_MAX_S = 30.0
 READY = "ready"
 # First byte of a batch message: marshal (plain values) or pickle (the
 # fallback when a value marshal cannot write turns up, e.g. a log field of
 # another type). The pipe joins the switch to its own child only.
 _MARSHAL = b"m"
 _PICKLE = b"p"
+# First byte of a recall: the batch of a lost child, to be read back only.
+_RECALL = b"r"
 _FAILED = "failed"
 
 
@@ -102,14 +128,30 @@ def unpack_outcomes(data: bytes) -> list[Outcome] | _Failed:
     rows = _loads(data)
     if isinstance(rows, tuple) and rows[:1] == (_FAILED,):
         return _Failed(str(rows[1]))
-    assert isinstance(rows, list)
+    if not isinstance(rows, list):
+        raise LedgerProcessError("the ledger process answered a batch with something else")
     return [Outcome(response, mac, log) for response, mac, log in rows]
+
+
+def pack_recalled(outcomes: Sequence[Outcome | None]) -> bytes:
+    return _dumps([None if o is None else (o.response, o.mac_response, dict(o.log))
+                   for o in outcomes])
+
+
+def unpack_recalled(data: bytes) -> list[Outcome | None]:
+    rows = _loads(data)
+    if not isinstance(rows, list):
+        raise LedgerProcessError("the ledger process answered a recall with something else")
+    return [None if row is None else Outcome(*row) for row in rows]
 
 
 class LedgerWorker(Protocol):
     """What the server's writer needs from wherever the processor runs."""
 
-    def process_batch(self, requests: Sequence[Request]) -> list[Outcome]: ...
+    def process_batch(self, requests: Sequence[Request]) -> list[Outcome]:
+        """Decide and commit a batch. Raises ``CommitFailed`` when nothing
+        of it was posted, ``BatchInDoubt`` when that is not known."""
+        ...
 
     def recover(self) -> None:
         """After an unexpected error: leave no transaction open."""
@@ -144,15 +186,42 @@ class LedgerProcessError(RuntimeError):
     """The ledger process could not be started or answered nonsense."""
 
 
-class SubprocessLedger:
-    """The processor in a child process (``multiprocessing``, spawn)."""
+class BatchInDoubt(RuntimeError):
+    """The ledger process was lost with a batch, or none is running.
 
-    def __init__(self, config: Config) -> None:
+    ``recalled`` has, per request of the batch, its stored decision (a
+    repeat's answer), or None where nothing is known to be stored: the
+    caller answers those 91, never 96, since what it cannot see it cannot
+    promise was not posted."""
+
+    def __init__(self, recalled: list[Outcome | None], reason: str) -> None:
+        super().__init__(reason)
+        self.recalled = recalled
+
+
+# What a child lost with a batch looks like from the switch's end of the
+# pipe: it died (EOF), did not answer in time (BlockingIOError, an OSError),
+# or answered bytes that are no answer.
+_LOST = (EOFError, OSError, LedgerProcessError, ValueError, TypeError)
+
+
+class SubprocessLedger:
+    """The processor in a child process (``multiprocessing``, spawn).
+
+    ``target`` is the child's entry point, ``ledger_main`` unless a test
+    starts children with faults of its own."""
+
+    def __init__(self, config: Config, *,
+                 target: Callable[[Config, Connection], None] | None = None) -> None:
         self._config = config
+        self._target = ledger_main if target is None else target
+        self._reply_timeout_s = config.ledger.reply_timeout_s
         self._context = multiprocessing.get_context("spawn")
         self._conn: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self.restarts = 0
+        self._backoff_s = RESTART_BACKOFF_FIRST_S
+        self._next_start = 0.0  # time.monotonic() before which no start is tried
         self._start()
 
     @property
@@ -160,53 +229,135 @@ class SubprocessLedger:
         return None if self._process is None else self._process.pid
 
     def _start(self) -> None:
+        """Start a child and wait (bounded) for it to say it is ready; on any
+        failure leave nothing behind: no child, no pipe."""
         parent, child = self._context.Pipe()
         process = self._context.Process(
-            target=ledger_main, args=(self._config, child), name="iso-switch-ledger",
+            target=self._target, args=(self._config, child), name="iso-switch-ledger",
             daemon=True,
         )
-        process.start()
-        child.close()
+        try:
+            process.start()
+            child.close()
+            self._await_ready(parent, process)
+            _bound_waits(parent, self._reply_timeout_s)
+        except BaseException:
+            child.close()
+            parent.close()
+            if process.pid is not None:
+                process.kill()
+                process.join(STOP_TIMEOUT_S)
+            raise
+        self._conn, self._process = parent, process
+
+    @staticmethod
+    def _await_ready(parent: Connection, process: multiprocessing.process.BaseProcess) -> None:
         if not parent.poll(START_TIMEOUT_S):
-            process.kill()
             raise LedgerProcessError("the ledger process did not start in time")
         try:
             ready = parent.recv()
         except EOFError:
-            process.join(1)
+            process.join(STOP_TIMEOUT_S)
             raise LedgerProcessError(
                 f"the ledger process exited at start (code {process.exitcode})"
             ) from None
         if ready != READY:
-            process.kill()
             raise LedgerProcessError(f"the ledger process failed to start: {ready}")
-        self._conn, self._process = parent, process
+
+    def _restart(self) -> bool:
+        """Start a child in place of a lost one, unless the backoff after a
+        failed start has not passed. Whether one is running now."""
+        if time.monotonic() < self._next_start:
+            return False
+        try:
+            self._start()
+        except Exception as exc:  # whatever stops a start, the ledger stays down
+            # Counted from the failure: a slow failing start is no pause.
+            self._next_start = time.monotonic() + self._backoff_s
+            log.error("ledger process did not start; next try in %.1f s: %s",
+                      self._backoff_s, exc if isinstance(exc, LedgerProcessError)
+                      else type(exc).__name__)
+            self._backoff_s = min(self._backoff_s * 2, RESTART_BACKOFF_MAX_S)
+            return False
+        self._backoff_s = RESTART_BACKOFF_FIRST_S
+        self.restarts += 1
+        log.warning("ledger process restarted (pid %s)", self.pid)
+        return True
 
     def process_batch(self, requests: Sequence[Request]) -> list[Outcome]:
         batch = list(requests)
+        message = pack_requests(batch)
         try:
-            reply = self._exchange(batch)
-        except (EOFError, OSError):
-            # The child died with the batch: start another, send it again.
-            log.error("ledger process died; restarting it and resending the batch")
-            self._reap()
-            self.restarts += 1
-            self._start()
-            try:
-                reply = self._exchange(batch)
-            except (EOFError, OSError) as exc:
-                self._reap()
-                raise CommitFailed("the ledger process died twice on one batch") from exc
-        if isinstance(reply, _Failed):
+            data = self._exchange(message)
+            if data is None:
+                data = self._exchange_again(message, len(batch))
+            reply = unpack_outcomes(data)
+            if not isinstance(reply, _Failed) and len(reply) != len(batch):
+                raise LedgerProcessError("the ledger process answered a batch of another size")
+        except _LOST as exc:
+            raise BatchInDoubt(self._recall_lost(batch, exc),
+                               "the ledger process was lost with a batch") from exc
+        if isinstance(reply, _Failed):  # rolled back in the child: nothing posted
             raise CommitFailed(f"the batch failed in the ledger process ({reply.kind})")
-        if not isinstance(reply, list) or len(reply) != len(batch):
-            raise CommitFailed("the ledger process answered a batch with something else")
         return reply
 
-    def _exchange(self, batch: list[Request]) -> object:
-        assert self._conn is not None
-        self._conn.send_bytes(pack_requests(batch))
-        return unpack_outcomes(self._conn.recv_bytes())
+    def _exchange(self, message: bytes) -> bytes | None:
+        """Send a batch, return the child's answer; None when the child
+        certainly never read the batch: none was running, the batch never
+        got whole into the pipe, or the child died with it unread (a socket
+        closed with unread data resets its peer: ``ConnectionResetError``).
+        A child that read it and then died or did not answer raises."""
+        conn = self._conn
+        if conn is None:
+            return None
+        try:
+            conn.send_bytes(message)
+        except OSError:
+            return None
+        try:
+            return conn.recv_bytes()
+        except ConnectionResetError:
+            return None
+
+    def _exchange_again(self, message: bytes, size: int) -> bytes:
+        """The batch never reached a child, so nothing of it was decided:
+        start another child (unless backing off) and send it there."""
+        if self._conn is not None:
+            log.error("ledger process gone; restarting it and sending it the batch")
+            self._reap()
+        if not self._restart():
+            raise BatchInDoubt([None] * size, "the ledger process is not running")
+        data = self._exchange(message)
+        if data is None:
+            self._reap()
+            raise BatchInDoubt([None] * size, "the ledger process died at once")
+        return data
+
+    def _recall_lost(self, batch: list[Request], error: BaseException
+                     ) -> list[Outcome | None]:
+        """The child may have committed the batch: kill it (once reaped it
+        commits nothing more), start another, and read back what is stored
+        under the batch's keys."""
+        log.error("ledger process lost with a batch (%s); restarting it to read back the "
+                  "batch's decisions",
+                  "no answer in time" if isinstance(error, BlockingIOError)
+                  else type(error).__name__)
+        self._reap()
+        unknown: list[Outcome | None] = [None] * len(batch)
+        if not self._restart():
+            return unknown
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.send_bytes(_RECALL + pack_requests(batch))
+            recalled = unpack_recalled(conn.recv_bytes())
+            if len(recalled) != len(batch):
+                raise LedgerProcessError("the ledger process answered a recall of another size")
+        except _LOST as exc:
+            log.error("ledger process lost again reading back a batch: %s", type(exc).__name__)
+            self._reap()
+            return unknown
+        return recalled
 
     def recover(self) -> None:
         """The child rolls back on its own; nothing to do here."""
@@ -224,11 +375,26 @@ class SubprocessLedger:
     def close(self) -> None:
         """Ask the child to close the ledger and exit; kill it past the timeout."""
         if self._conn is not None:
-            with contextlib.suppress(OSError):  # already gone: nothing to ask
+            with contextlib.suppress(OSError):  # already gone or stuck: nothing to ask
                 self._conn.send_bytes(b"")
         if self._process is not None:
             self._process.join(STOP_TIMEOUT_S)
         self._reap()
+
+
+def _bound_waits(conn: Connection, timeout_s: float) -> None:
+    """Bound every blocking send and receive on the switch's end of the
+    pipe by ``timeout_s`` (``SO_SNDTIMEO``/``SO_RCVTIMEO``): a read or write
+    that waits longer fails with ``BlockingIOError``. Set once per child, on
+    the socket itself, so a batch costs no extra system call."""
+    seconds = int(timeout_s)
+    micros = int((timeout_s - seconds) * 1_000_000)
+    timeval = struct.pack("ll", seconds, micros)
+    # A second socket object on the same socket: options belong to the
+    # socket, and closing the duplicate leaves the connection's own open.
+    with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
 
 
 def ledger_main(config: Config, conn: Connection) -> None:
@@ -256,6 +422,10 @@ def ledger_main(config: Config, conn: Connection) -> None:
             if not message:  # asked to stop
                 break
             try:
+                if message[:1] == _RECALL:
+                    conn.send_bytes(pack_recalled(
+                        processor.recall(unpack_requests(message[1:]))))
+                    continue
                 conn.send_bytes(pack_outcomes(processor.process_batch(unpack_requests(message))))
             except CommitFailed:
                 conn.send_bytes(_dumps((_FAILED, "commit")))
