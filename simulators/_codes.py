@@ -1,5 +1,5 @@
 """Response codes (DE39) and what they mean to a person at the counter
-(interface.md section 5)."""
+(docs/interface.md section 5)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A :class:`TerminalDevice` is what sits on a shop counter: a terminal ID and
 merchant ID, a STAN counter, and a TDES DUKPT key (ANSI X9.24-1) injected
-from a base derivation key. It builds every request of interface.md
+from a base derivation key. It builds every request of docs/interface.md
 section 3 as a pyiso8583-style field dict and *seals* it: a fresh KSN in
 DE62, the PIN block in DE52 (ISO 9564 format 0 under the DUKPT PIN key) and
 the retail MAC (ISO 9797-1 algorithm 3, padding 1, MAC-request key) over the
@@ -53,7 +53,7 @@ from iso_switch.security.ksn import (
 from iso_switch.security.mac import retail_mac
 from iso_switch.security.pinblock import FORMAT_0, encrypt_pin_block
 
-#: The public ANSI X9.24 test BDK of interface.md section 6 (demo only).
+#: The public ANSI X9.24 test BDK of docs/interface.md section 6 (demo only).
 DEMO_BDK_HEX: Final = "0123456789ABCDEFFEDCBA9876543210"
 #: Key set FFFF987654 + device 3210E (+ the counter's top bit, 0): the
 #: demo KSN prefix; device ``index`` i adds i to the 19-bit device id.
@@ -194,7 +194,7 @@ def amount_field(amount_minor: int) -> str:
 
 def de90_of(original: Mapping[str, str]) -> str:
     """DE90 naming ``original`` (a request's fields): MTI + DE11 + DE7 +
-    DE32 zero-filled + forwarding id zeros (interface.md section 3)."""
+    DE32 zero-filled + forwarding id zeros (docs/interface.md section 3)."""
     return OriginalData.from_parts(original["t"], original["11"], original["7"],
                                    original.get("32")).to_text()
 
@@ -457,7 +457,7 @@ class TerminalDevice:
 
     def network(self, code: str) -> dict[str, str]:
         """0800 network management: ``001`` sign-on, ``002`` sign-off,
-        ``301`` echo. Never MACed (interface.md section 4)."""
+        ``301`` echo. Never MACed (docs/interface.md section 4)."""
         return {"t": "0800", "7": self._times()["7"], "11": self.next_stan(), "70": code,
                 "41": self.terminal_id}
 

@@ -1,6 +1,6 @@
 """Load-test cards: many cardholders that sustained load cannot exhaust.
 
-The demo cards of interface.md section 6 allow 20 approved debits and
+The demo cards of docs/interface.md section 6 allow 20 approved debits and
 20000.00 per business day and hold small balances, so a minute of load turns
 into ``65``/``61``/``51`` declines. :func:`provision_cards` adds cards that a
 benchmark can hammer: valid Luhn PANs under the on-us BIN 476173, PIN

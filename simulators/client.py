@@ -1,5 +1,5 @@
 """The terminal client library: simulated DUKPT devices and an async
-connection to the switch (interface.md, sections 1-5).
+connection to the switch (docs/interface.md, sections 1-5).
 
 The terminal simulator (``iso-switch-sim``), the load generator
 (``iso-switch-load``), trace replay and the end-to-end benchmark all build on

@@ -83,7 +83,7 @@ KINDS: Final[dict[str, bool]] = {
     "purchase": True, "balance": True, "withdraw": True, "refund": False, "auth": False,
     "transfer": True, "echo": False,
 }
-#: What a terminal profile refuses (interface.md section 6): TERM0002 does
+#: What a terminal profile refuses (docs/interface.md section 6): TERM0002 does
 #: no withdrawals or transfers; those kinds are left out of its mix.
 TERMINAL_REFUSES: Final[dict[str, frozenset[str]]] = {
     "TERM0002": frozenset({"withdraw", "transfer"}),

@@ -2,7 +2,7 @@
 PIN tries, limits and the risk rules.
 
 Pure functions over rows from the store, so the processor can call them in
-the order of interface.md section 3 and tests can call them alone. Cards at
+the order of docs/interface.md section 3 and tests can call them alone. Cards at
 rest are a keyed hash of the PAN (HMAC-SHA256 under the PAN hash key) plus
 the masked PAN; the full PAN exists only in the request being decided.
 """

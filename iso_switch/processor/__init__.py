@@ -68,7 +68,7 @@ def open_default(
     seed_demo_data: bool, pan_hash_kcv: str | None = None,
 ) -> Processor:
     """A processor on SQLite under ``data_dir``. ``seed_demo_data``: insert
-    the demo data of interface.md section 6 where absent (demo mode only).
+    the demo data of docs/interface.md section 6 where absent (demo mode only).
     ``pan_hash_kcv``: the check value of ``config.pan_hash_key``, recorded in
     the ledger on first start and required to match after."""
     config = config or ProcessorConfig()

@@ -1,4 +1,4 @@
-"""The processor: decides each request in the order of interface.md
+"""The processor: decides each request in the order of docs/interface.md
 section 3 and moves the money, exactly once, inside group-committed batches.
 
 Not thread-safe: one writer thread calls :meth:`Processor.process_batch`.

@@ -1,4 +1,4 @@
-"""The demo data of interface.md section 6, seeded in demo mode only.
+"""The demo data of docs/interface.md section 6, seeded in demo mode only.
 
 Insert-if-absent, row by row, in one transaction: a restart (or a second
 switch on the same ledger) inserts only what is missing and never touches a
@@ -38,7 +38,7 @@ class DemoCard:
     opening_minor: int
 
 
-# Demo cards: public test data (interface.md section 6), never real cards.
+# Demo cards: public test data (docs/interface.md section 6), never real cards.
 DEMO_CARDS = (
     DemoCard("4761739001010010", "2812", "1234", "active", "6222020000000015", 1_000_000),
     DemoCard("4761739001010028", "2812", "4321", "active", "6222020000000023", 5_000),

@@ -99,7 +99,7 @@ class Hsm(abc.ABC):
     """Operations a switch asks an HSM for. All methods are thread-safe in
     the sense that they hold no per-call state; implementations may cache."""
 
-    # --- DUKPT: the terminal side of interface.md section 4 -----------------
+    # --- DUKPT: the terminal side of docs/interface.md section 4 -----------------
 
     @abc.abstractmethod
     def check_ksn(self, ksn: str) -> Ksn:

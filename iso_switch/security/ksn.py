@@ -2,7 +2,7 @@
 (ANSI X9.24-3-2017): parsing and the checks the host makes before it
 derives anything.
 
-A TDES KSN is 80 bits (20 hex characters, DE62 of interface.md section 4):
+A TDES KSN is 80 bits (20 hex characters, DE62 of docs/interface.md section 4):
 a 40-bit key set identifier that selects the base derivation key, a 19-bit
 device (TRSM) identifier and a 21-bit transaction counter with at most 10
 one-bits. An AES KSN is 96 bits: a 64-bit initial key ID (32-bit BDK ID and

@@ -116,7 +116,7 @@ class PinTryDecision:
 
 
 def decide_pin_try(wrong_tries: int, pin_correct: bool) -> PinTryDecision:
-    """interface.md section 5: the third wrong PIN in a row answers ``55``
+    """docs/interface.md section 5: the third wrong PIN in a row answers ``55``
     and blocks; a blocked PIN answers ``75`` even when right; a correct PIN
     resets the count. A *missing* PIN is not a try: do not call this."""
     if wrong_tries >= PIN_TRIES_MAX:

@@ -1,4 +1,4 @@
-"""Per-device DUKPT replay protection (interface.md section 4), as pure state.
+"""Per-device DUKPT replay protection (docs/interface.md section 4), as pure state.
 
 A KSN whose counter was already accepted from a device, or that lies more
 than :data:`REPLAY_WINDOW_COUNTERS` below the highest counter accepted from
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # How far below the highest accepted counter an unseen counter is still
-# accepted (interface.md section 4: "more than 64 below" is a replay).
+# accepted (docs/interface.md section 4: "more than 64 below" is a replay).
 REPLAY_WINDOW_COUNTERS = 64
 _BITMAP_MASK = (1 << REPLAY_WINDOW_COUNTERS) - 1
 _INT64_SIGN = 1 << 63
