@@ -88,3 +88,14 @@ def test_state_stays_bounded_and_open_connections_are_never_forgotten(
             assert guard.connections(addr) == count <= LIMITS.max_connections_per_address
         busy = sum(1 for count in open_connections.values() if count)
         assert guard.tracked() <= max(LIMITS.max_addresses, busy) + 1
+
+
+def test_a_new_address_past_the_bound_keeps_its_connection_count() -> None:
+    """With every tracked address busy, the address being connected must
+    not be the one forgotten to make room (its count would be lost)."""
+    guard = PeerGuard(LIMITS)
+    addresses = [f"10.0.0.{n}" for n in range(LIMITS.max_addresses + 1)]
+    for address in addresses:
+        assert guard.connect(address, 0.0) is None
+    for address in addresses:
+        assert guard.connections(address) == 1

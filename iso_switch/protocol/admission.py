@@ -78,21 +78,23 @@ class PeerGuard:
     def _peer(self, address: str, now_s: float) -> _Peer:
         peer = self._peers.get(address)
         if peer is None:
+            # Room is made before the new address is added, so the address
+            # being counted can never be the one forgotten.
+            excess = len(self._peers) + 1 - self.limits.max_addresses
+            if excess > 0:
+                self._forget_idle(excess)
             peer = _Peer(window_start_s=now_s)
             self._peers[address] = peer
-            if len(self._peers) > self.limits.max_addresses:
-                self._forget_idle()
         else:
             self._peers.move_to_end(address)
         if now_s - peer.window_start_s >= self.limits.window_s:
             peer.window_start_s, peer.auth_failures, peer.new_devices = now_s, 0, 0
         return peer
 
-    def _forget_idle(self) -> None:
-        """Past ``max_addresses``, forget the least recently seen address
+    def _forget_idle(self, excess: int) -> None:
+        """Forget up to ``excess`` of the least recently seen addresses
         without open connections (one with connections is kept: its count
         must stay right for the bound to hold)."""
-        excess = len(self._peers) - self.limits.max_addresses
         idle: list[str] = []
         for address, peer in self._peers.items():  # least recently seen first
             if len(idle) >= excess:
