@@ -28,6 +28,7 @@ __all__ = [
     "Session",
     "SignOnState",
     "answer_network_management",
+    "valid_de7",
 ]
 
 #: Default bound on requests read from one connection and not yet answered.
@@ -89,7 +90,7 @@ def answer_network_management(fields: Mapping[str, str]) -> dict[str, str]:
         if value is not None:
             response[name] = value
     if not all(fields.get(name) for name in NETWORK_MANAGEMENT_MANDATORY) or not (
-        _valid_de7(fields["7"]) and _is_digits(fields["11"], STAN_DIGITS)
+        valid_de7(fields["7"]) and _is_digits(fields["11"], STAN_DIGITS)
     ):
         response["39"] = RC_FORMAT_ERROR
     elif fields["70"] not in _NETWORK_CODES:
@@ -112,12 +113,15 @@ def _is_digits(value: str, count: int) -> bool:
     return len(value) == count and value.isascii() and value.isdigit()
 
 
-def _valid_de7(value: str) -> bool:
-    """Interface section 3: DE7 is MMDDhhmmss in UTC, and an undecodable
-    field is a format error (30) on an 0800 as on any request."""
+def valid_de7(value: str) -> bool:
+    """Whether ``value`` is a real MMDDhhmmss moment: interface section 3
+    says DE7 is MMDDhhmmss in UTC, and an undecodable field is a format
+    error (30) on every request, 0800 or financial. 10 digits, a month, a
+    day of that month (0230 and 0431 are not), an hour, minute and second."""
     if not _is_digits(value, _DE7_DIGITS):
         return False
-    month, day, hour, minute, second = (int(value[i:i + 2]) for i in range(0, 10, 2))
+    month, day = int(value[0:2]), int(value[2:4])
+    hour, minute, second = int(value[4:6]), int(value[6:8]), int(value[8:10])
     return (1 <= month <= 12 and 1 <= day <= _DAYS_IN_MONTH[month - 1] and hour < 24
             and minute < 60 and second < 60)
 
