@@ -35,8 +35,8 @@ interface's list.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -117,7 +117,7 @@ class Facts:
     # Found by steps, recorded by the processor.
     pin: PinOutcome | None = None
     pin_decoded: bool = False  # a PIN block decoded: the KSN authenticated
-    alerts: list[Alert] = field(default_factory=list)
+    alerts: Sequence[Alert] = ()
     debit_counted: bool = False  # the risk step counted this debit (velocity)
 
 

@@ -18,6 +18,7 @@ import enum
 from collections.abc import Mapping
 from typing import Final
 
+from iso_switch.codes import ResponseCode
 from iso_switch.protocol.errors import LocalProtocolError
 
 __all__ = [
@@ -41,9 +42,9 @@ NETWORK_MANAGEMENT_MANDATORY: Final = ("7", "11", "70")
 # 3, "Responses": DE7, DE11, DE41, DE70 are the ones an 0800 may carry).
 _ECHOED_FIELDS: Final = ("7", "11", "41", "70")
 
-RC_APPROVED: Final = "00"
-RC_INVALID_TRANSACTION: Final = "12"
-RC_FORMAT_ERROR: Final = "30"
+RC_APPROVED: Final = ResponseCode.APPROVED.value
+RC_INVALID_TRANSACTION: Final = ResponseCode.INVALID_TRANSACTION.value
+RC_FORMAT_ERROR: Final = ResponseCode.FORMAT_ERROR.value
 
 
 class NetworkCode(enum.StrEnum):
