@@ -130,6 +130,11 @@ def pin_step(card: CardRow, required: bool, present: bool, verified: bool | None
     return PinOutcome(ResponseCode.INCORRECT_PIN, tries, tries >= PIN_TRIES_MAX)
 
 
+#: What a risk rule does when it fires.
+ACTION_ALERT = "alert"
+ACTION_DECLINE = "decline"
+
+
 @dataclass(frozen=True, slots=True)
 class RiskRules:
     """The risk rules of the issuer and what each does when it fires:
@@ -137,11 +142,11 @@ class RiskRules:
 
     velocity_count: int = 10
     velocity_window: timedelta = timedelta(minutes=1)
-    velocity_action: str = "alert"
+    velocity_action: str = ACTION_ALERT
     amount_factor: int = 10
     amount_min_history: int = 3
-    amount_action: str = "alert"
-    blacklist_action: str = "decline"
+    amount_action: str = ACTION_ALERT
+    blacklist_action: str = ACTION_DECLINE
 
 
 def velocity_fires(recent: list[datetime], now: datetime, rules: RiskRules) -> bool:

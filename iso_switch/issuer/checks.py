@@ -17,6 +17,7 @@ from datetime import datetime
 
 from iso_switch.codes import ResponseCode, TxnType
 from iso_switch.issuer import (
+    ACTION_DECLINE,
     STATE_RESPONSE,
     CardState,
     PinOutcome,
@@ -35,10 +36,6 @@ PIN_REQUIRED_TYPES = frozenset({TxnType.CASH_WITHDRAWAL, TxnType.BALANCE_INQUIRY
                                 TxnType.BALANCE_INQUIRY_ALT, TxnType.FUNDS_TRANSFER})
 #: Types answered with balances (DE54) and posting nothing.
 INQUIRY_TYPES = frozenset({TxnType.BALANCE_INQUIRY, TxnType.BALANCE_INQUIRY_ALT})
-
-#: What a risk rule does when it fires (:class:`~iso_switch.issuer.RiskRules`).
-ACTION_DECLINE = "decline"
-ACTION_ALERT = "alert"
 
 
 # -- card ------------------------------------------------------------------

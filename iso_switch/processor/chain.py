@@ -17,16 +17,19 @@ The chain is split where a decision may come from elsewhere:
 
 - :data:`FRONT` is the switch's own part (acquirer, then card number and
   routing) and runs on every original (0100/0200).
-- :data:`ISSUER` is the on-us issuer's part. The processor loads the
-  card's facts from the ledger and runs it only when :data:`FRONT` routed
-  the card to the on-us issuer.
+- :data:`ISSUER` is the on-us issuer's part. The processor
+  (``Processor._on_us_issuer``) loads the card's facts from the ledger and
+  runs it only when :data:`FRONT` routed the card to the on-us issuer.
 
 That gap between the two is the seam for remote issuers (interface section
 7.2): a card routed to a remote issuer stops after :data:`FRONT` (plus the
-checks of 7.2 the switch makes on the issuer's behalf), the request goes
-out, and the issuer's answer comes back as the ``ResponseCode`` the on-us
-:data:`ISSUER` part would have returned; the processor then applies
-postings and stores the decision through the same code as an on-us one.
+checks of 7.2 the switch makes on the issuer's behalf, which would be a
+chain of their own built from the same checks), the request goes out, and
+the issuer's answer comes back as the ``ResponseCode`` the on-us
+:data:`ISSUER` part would have returned. ``Processor._conclude`` then
+applies the postings and the decision is stored through the same code as
+an on-us one. Nothing here waits: a forwarded request would end one ledger
+step and its answer start another.
 
 :data:`ORDER` names the steps in order; a test holds it against the
 interface's list.

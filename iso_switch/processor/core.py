@@ -472,11 +472,22 @@ class Processor:
                 rc, pan_masked=pan_masked)
         rc = chain.run(chain.FRONT, f)
         if rc is None:
-            # The seam: a card routed to a remote issuer would be forwarded
-            # here and its answer take the place of the on-us issuer's.
-            self._load_card_facts(f)
-            rc = chain.run(chain.ISSUER, f)
-            self._record_findings(f)
+            # The seam: FRONT routed the card. A remote issuer's answer
+            # (forwarded from here) takes the place of the on-us issuer's.
+            rc = self._on_us_issuer(f)
+        return self._conclude(f, rc, pan_masked)
+
+    def _on_us_issuer(self, f: Facts) -> ResponseCode | None:
+        """The on-us issuer's answer: the card's facts from the ledger, the
+        issuer's part of the chain, and what its steps found, recorded."""
+        self._load_card_facts(f)
+        rc = chain.run(chain.ISSUER, f)
+        self._record_findings(f)
+        return rc
+
+    def _conclude(self, f: Facts, rc: ResponseCode | None, pan_masked: str) -> Decision:
+        """The decision on an original, whoever answered: approved (None)
+        or referred (01) posts; any other code declines, posting nothing."""
         if rc is None or rc is ResponseCode.REFER_TO_ISSUER:
             return self._post(f, pan_masked, referred=rc is not None)
         return Decision(rc, card=f.card, pan_masked=pan_masked, pin_decoded=f.pin_decoded)
