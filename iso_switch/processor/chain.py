@@ -102,9 +102,11 @@ class Facts:
     the decision: a step returns that."""
 
     p: Parsed
+    txn_type: str  # DE3's first two digits ('' when absent)
     services: Services
     now: datetime  # when the request was received (aware UTC)
     local_now: datetime  # the same moment in the switch's time zone
+    business_day: str  # the local date, ISO format
     pin_zone: bytes | None
     terminal: TerminalRow | None
     merchant: MerchantRow | None
@@ -150,11 +152,11 @@ def terminal_or_merchant(f: Facts) -> ResponseCode | None:
 
 def terminal_profile(f: Facts) -> ResponseCode | None:
     assert f.terminal is not None  # terminal_or_merchant passed
-    return check_profile(f.terminal.allowed_codes, f.p.code2)
+    return check_profile(f.terminal.allowed_codes, f.txn_type)
 
 
 def processing_code(f: Facts) -> ResponseCode | None:
-    return check_txn_type(f.p.cls, f.p.code2)
+    return check_txn_type(f.p.cls, f.txn_type)
 
 
 # -- card number and routing ------------------------------------------------------
@@ -209,7 +211,7 @@ def pin(f: Facts) -> ResponseCode | None:
         except SecurityError:
             return ResponseCode.SECURITY_VIOLATION
         f.pin_decoded = verified is not None
-    f.pin = outcome = pin_step(card, p.code2 in PIN_REQUIRED_TYPES, present, verified)
+    f.pin = outcome = pin_step(card, f.txn_type in PIN_REQUIRED_TYPES, present, verified)
     return check_pin(outcome)
 
 
@@ -219,11 +221,11 @@ def currency(f: Facts) -> ResponseCode | None:
 
 
 def amount(f: Facts) -> ResponseCode | None:
-    return check_amount(f.p.code2, f.p.amount_minor or 0)
+    return check_amount(f.txn_type, f.p.amount_minor or 0)
 
 
 def limits(f: Facts) -> ResponseCode | None:
-    card, code, amount_minor = _card(f), f.p.code2, f.p.amount_minor or 0
+    card, code, amount_minor = _card(f), f.txn_type, f.p.amount_minor or 0
     rc = check_txn_limit(code, amount_minor, card.limit_txn_minor)
     if rc is None and code in DEBIT_TYPES:
         used_minor, used_count = f.used
@@ -233,7 +235,7 @@ def limits(f: Facts) -> ResponseCode | None:
 
 
 def accounts(f: Facts) -> ResponseCode | None:
-    if f.p.code2 != TxnType.FUNDS_TRANSFER:
+    if f.txn_type != TxnType.FUNDS_TRANSFER:
         return None
     assert f.source is not None
     dest = None if f.dest is None else _account_facts(f.dest)
@@ -244,11 +246,11 @@ def funds(f: Facts) -> ResponseCode | None:
     source = f.source
     assert source is not None
     return check_funds(source.closed, source.available_balance_minor,
-                       f.p.code2 in DEBIT_TYPES, f.p.amount_minor or 0)
+                       f.txn_type in DEBIT_TYPES, f.p.amount_minor or 0)
 
 
 def review(f: Facts) -> ResponseCode | None:
-    return check_review(f.p.code2, f.p.amount_minor or 0,
+    return check_review(f.txn_type, f.p.amount_minor or 0,
                         f.services.config.review_threshold_minor)
 
 
@@ -261,7 +263,7 @@ def risk(f: Facts) -> ResponseCode | None:
     listed = services.blacklist
     hits = blacklist_hits(listed, _risk_subjects(f, card)) if listed else []
     velocity = unusual = False
-    if p.code2 in DEBIT_TYPES:
+    if f.txn_type in DEBIT_TYPES:
         velocity = velocity_fires(list(services.recent_debits(card.id)), f.now, rules)
         f.debit_counted = True
         total, count = f.usual

@@ -460,8 +460,8 @@ class Processor:
         """Load the facts, run the chain for the request's class, then
         apply the postings its answer calls for."""
         now = request.received_at
-        f = Facts(p, self, now, self._local(now), request.pin_zone, terminal,
-                  self.merchants.get(p.merchant))
+        f = Facts(p, p.code2, self, now, self._local(now), self._business_day(now),
+                  request.pin_zone, terminal, self.merchants.get(p.merchant))
         if p.cls in REVERSAL_CLASSES:
             rc = chain.run(chain.REVERSAL_FRONT, f)
             return self._reversal(f, pan_masked) if rc is None else Decision(
@@ -499,10 +499,10 @@ class Processor:
         if card is None:
             return
         f.account = f.source = store.get_account(card.account_id)
-        code = p.code2
+        code = f.txn_type
         if code in DEBIT_TYPES:
             used_minor, used_count, usual_minor, usual_count = store.card_usage(
-                card.id, self._business_day(f.now))
+                card.id, f.business_day)
             f.used, f.usual = (used_minor, used_count), (usual_minor, usual_count)
         if code == TxnType.FUNDS_TRANSFER:
             if p.source_account:
@@ -535,7 +535,7 @@ class Processor:
         p, store, card, merchant = f.p, self.store, f.card, f.merchant
         source = f.source
         assert card is not None and merchant is not None and source is not None
-        code, amount, now = p.code2, p.amount_minor or 0, f.now
+        code, amount, now = f.txn_type, p.amount_minor or 0, f.now
         if code in INQUIRY_TYPES:
             return Decision(ResponseCode.APPROVED, TxnState.INQUIRY, card, pan_masked,
                             de54=_balances(p.code[2:4] or DEFAULT_ACCOUNT_TYPE, source),
@@ -557,7 +557,7 @@ class Processor:
                             pin_decoded=f.pin_decoded)
         counts_daily = code in DEBIT_TYPES
         if counts_daily:
-            store.add_daily_usage(card.id, self._business_day(now), amount, 1)
+            store.add_daily_usage(card.id, f.business_day, amount, 1)
         if referred:
             assert hold_id is not None
             store.add_review(p.key, hold_id, now)
