@@ -177,6 +177,7 @@ def routing(f: Facts) -> ResponseCode | None:
 
 
 def _card(f: Facts) -> CardRow:
+    """The card of a step after :func:`card_on_file`."""
     card = f.card
     assert card is not None  # card_on_file passed
     return card

@@ -341,10 +341,10 @@ class Processor:
         response = {"t": response_mti(mti), **echo(fields)}
         if mti[:2] in RRN_CLASSES:
             response["37"] = self._rrn(self._next_seq(), request.received_at)
-        response["39"] = rc.value
+        response["39"] = str(rc)
         return Outcome(
             response, mac_ok and rc not in UNSTORED,
-            self._log(fields, rc.value, decision, pan_masked),
+            self._log(fields, str(rc), decision, pan_masked),
         )
 
     def _malfunction(self, request: Request) -> Outcome:
@@ -429,14 +429,15 @@ class Processor:
         seq, now = self._next_seq(), request.received_at
         business_day = self._business_day(now)
         card_id = None if d.card is None else d.card.id
+        approved = d.rc is ResponseCode.APPROVED
         txn = TxnRow(
-            key=p.key, content=p.content, mti=p.mti, rc=d.rc.value, rrn=self._rrn(seq, now),
-            auth_code=self._auth_code(card_id, business_day) if d.rc.approved else "",
+            key=p.key, content=p.content, mti=p.mti, rc=str(d.rc), rrn=self._rrn(seq, now),
+            auth_code=self._auth_code(card_id, business_day) if approved else "",
             de54=d.de54, created_at=ts(now), terminal=p.terminal, stan=p.stan,
             pan_masked=d.pan_masked, card_id=card_id, code=p.code,
             amount_minor=p.amount_minor or 0, currency=p.currency or 0,
             debit_account_id=d.debit, credit_account_id=d.credit, hold_id=d.hold_id,
-            state=d.state.value, effective_minor=d.effective, business_day=business_day,
+            state=str(d.state), effective_minor=d.effective, business_day=business_day,
             counts_daily=d.counts_daily, orig_key=d.orig_key, seq=seq,
         )
         self.store.insert_txn(txn)
