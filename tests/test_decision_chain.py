@@ -11,7 +11,7 @@ import pytest
 
 from iso_switch.acquirer import check_merchant, check_profile, check_txn_type
 from iso_switch.codes import ResponseCode, TxnType
-from iso_switch.issuer import PinOutcome, RiskRules
+from iso_switch.issuer import PinOutcome, RiskRules, pin_step
 from iso_switch.issuer.checks import (
     AccountFacts,
     blacklist_hits,
@@ -211,3 +211,13 @@ def test_review_before_risk(env: Env) -> None:
     assert rc(env, transfer) == "01"
     assert env.store.list_alerts(10) == []  # the risk rules did not run
     assert rc(env, financial(env, pan=CARD_RICH)) == "05"
+
+
+def test_pin_step_counts_tries_over_plain_values() -> None:
+    assert pin_step(0, True, False, True, None) == PinOutcome("75", 0, True)
+    assert pin_step(1, False, True, False, None) == PinOutcome("55", 1, False)  # not counted
+    assert pin_step(1, False, False, False, None) == PinOutcome(None, 1, False)
+    assert pin_step(1, False, False, True, None) == PinOutcome("55", 1, False)  # undecodable
+    assert pin_step(1, False, False, True, False) == PinOutcome("55", 2, False)
+    assert pin_step(2, False, False, True, False) == PinOutcome("55", 3, True)
+    assert pin_step(2, False, False, True, True) == PinOutcome(None, 0, False)

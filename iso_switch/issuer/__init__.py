@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from iso_switch.codes import ResponseCode
-from iso_switch.ledger.records import CardRow
 
 PAN_LENGTH_MIN = 13
 PAN_LENGTH_MAX = 19
@@ -110,23 +109,25 @@ class PinOutcome:
     blocked: bool
 
 
-def pin_step(card: CardRow, required: bool, present: bool, verified: bool | None) -> PinOutcome:
+def pin_step(tries: int, blocked: bool, required: bool, present: bool,
+             verified: bool | None) -> PinOutcome:
     """Interface section 5, PIN tries: a blocked PIN answers 75 to every
     request that carries or requires a PIN; a missing required PIN is 55
     without counting; the third wrong PIN in a row is 55 and blocks; a right
     PIN resets the count. ``verified`` is None when no PIN was presented, or
     when the block did not decode as format 0: 55, not counted, since a
-    forged block must not lock the real cardholder out."""
-    if card.pin_blocked and (required or present):
-        return PinOutcome(ResponseCode.PIN_TRIES_EXCEEDED, card.pin_tries, True)
+    forged block must not lock the real cardholder out. ``tries`` and
+    ``blocked``: the card's wrong PINs in a row and whether its PIN is
+    blocked, as on file."""
+    if blocked and (required or present):
+        return PinOutcome(ResponseCode.PIN_TRIES_EXCEEDED, tries, True)
     if not present:
-        return PinOutcome(ResponseCode.INCORRECT_PIN if required else None, card.pin_tries,
-                          card.pin_blocked)
+        return PinOutcome(ResponseCode.INCORRECT_PIN if required else None, tries, blocked)
     if verified is None:
-        return PinOutcome(ResponseCode.INCORRECT_PIN, card.pin_tries, card.pin_blocked)
+        return PinOutcome(ResponseCode.INCORRECT_PIN, tries, blocked)
     if verified:
         return PinOutcome(None, 0, False)
-    tries = card.pin_tries + 1
+    tries += 1
     return PinOutcome(ResponseCode.INCORRECT_PIN, tries, tries >= PIN_TRIES_MAX)
 
 

@@ -212,7 +212,8 @@ def pin(f: Facts) -> ResponseCode | None:
         except SecurityError:
             return ResponseCode.SECURITY_VIOLATION
         f.pin_decoded = verified is not None
-    f.pin = outcome = pin_step(card, f.txn_type in PIN_REQUIRED_TYPES, present, verified)
+    f.pin = outcome = pin_step(card.pin_tries, card.pin_blocked,
+                               f.txn_type in PIN_REQUIRED_TYPES, present, verified)
     return check_pin(outcome)
 
 
