@@ -95,11 +95,12 @@ class Services(Protocol):
     def recent_debits(self, card_id: int) -> deque[datetime]: ...
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, repr=False)
 class Facts:
     """One request's facts: the parsed request, what the processor loaded
     for it, and what a step found that the processor is to record. Never
-    the decision: a step returns that."""
+    the decision: a step returns that. No repr: it holds the full PAN and
+    the PIN block."""
 
     p: Parsed
     txn_type: str  # DE3's first two digits ('' when absent)
