@@ -27,7 +27,7 @@ from iso_switch.issuer.checks import (
     check_transfer_accounts,
     check_txn_limit,
 )
-from iso_switch.ledger.records import MerchantRow, TerminalRow
+from iso_switch.ledger.records import TerminalRow
 from iso_switch.processor import chain
 from iso_switch.routing import ON_US_ISSUER, check_route
 from tests.helpers_ledger import (
@@ -97,10 +97,10 @@ def test_a_blacklisted_card_is_declined_05_by_check_blacklist() -> None:
 
 def test_acquirer_checks() -> None:
     terminal = TerminalRow("T1", "M1", False, frozenset({"00"}))
-    merchant = MerchantRow("M1", "shop", 1, 2)
-    assert check_merchant(terminal, merchant) is None
-    assert check_merchant(None, merchant) is ResponseCode.INVALID_MERCHANT
-    assert check_merchant(terminal, MerchantRow("M2", "other", 1, 2)) == "03"
+    assert check_merchant("M1", "M1") is None
+    assert check_merchant(None, "M1") is ResponseCode.INVALID_MERCHANT  # terminal unknown
+    assert check_merchant("M1", None) == "03"  # merchant unknown
+    assert check_merchant("M1", "M2") == "03"  # another merchant's terminal
     assert check_profile(terminal.allowed_codes, TxnType.PURCHASE) is None
     assert check_profile(terminal.allowed_codes, TxnType.REFUND) == "58"
     assert check_profile(terminal.allowed_codes, "99") is None  # 12 is the MTI check's

@@ -33,11 +33,11 @@ def mac_required(terminal: TerminalRow | None, mti: str) -> bool:
     return terminal is not None and terminal.mac_required and mti[:2] in MAC_CLASSES
 
 
-def check_merchant(terminal: TerminalRow | None,
-                   merchant: MerchantRow | None) -> ResponseCode | None:
-    """``03`` for a terminal or merchant not on file, or a terminal that
-    does not belong to the merchant named in DE42."""
-    if terminal is None or merchant is None or terminal.merchant_id != merchant.id:
+def check_merchant(terminals_merchant_id: str | None,
+                   merchant_id: str | None) -> ResponseCode | None:
+    """``03`` for a terminal (DE41) or merchant (DE42) not on file (None),
+    or a terminal that belongs to another merchant than DE42's."""
+    if terminals_merchant_id is None or terminals_merchant_id != merchant_id:
         return ResponseCode.INVALID_MERCHANT
     return None
 

@@ -148,7 +148,9 @@ def step_names(chain: Chain) -> tuple[str, ...]:
 
 
 def terminal_or_merchant(f: Facts) -> ResponseCode | None:
-    return check_merchant(f.terminal, f.merchant)
+    terminal, merchant = f.terminal, f.merchant
+    return check_merchant(None if terminal is None else terminal.merchant_id,
+                          None if merchant is None else merchant.id)
 
 
 def terminal_profile(f: Facts) -> ResponseCode | None:
