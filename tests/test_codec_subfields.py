@@ -20,7 +20,12 @@ from iso_switch.codec import (
     parse_de90,
     parse_de95,
 )
-from iso_switch.codec.subfields import MAX_AMOUNT_MINOR, MAX_BALANCES, normalize_institution_id
+from iso_switch.codec.subfields import (
+    MAX_AMOUNT_MINOR,
+    MAX_BALANCES,
+    de95_actual_amount,
+    normalize_institution_id,
+)
 
 
 def digits(n: int) -> st.SearchStrategy[str]:
@@ -192,3 +197,13 @@ def test_errors_never_carry_the_value() -> None:
         assert secret not in str(caught.value)
         again = pickle.loads(pickle.dumps(caught.value))
         assert (again.field, again.position) == (caught.value.field, caught.value.position)
+
+
+def test_de95_actual_amount_reads_only_the_first_12_digits() -> None:
+    assert de95_actual_amount("000000000500" + "0" * 30) == 500
+    assert de95_actual_amount("000000000500") == 500
+    assert de95_actual_amount("000000000500" + "rest as sent") == 500
+    for text in ("00000000050X" + "0" * 30, "00000000050", "", "٠" * 12):
+        with pytest.raises(SubfieldError) as caught:
+            de95_actual_amount(text)
+        assert (caught.value.field, caught.value.position) == ("95", 0)

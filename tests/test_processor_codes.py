@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from iso_switch.processor import CommitFailed, Processor, ProcessorConfig, Request, answer_0800
+from iso_switch.processor import CommitFailed, Processor, ProcessorConfig, Request
+from iso_switch.protocol import answer_network_management
 from tests.helpers_ledger import (
     ACCOUNT_POOR,
     ACCOUNT_RICH,
@@ -333,11 +334,10 @@ def test_commit_failure_raises_and_keeps_nothing(env: Env, monkeypatch: pytest.M
 
 
 def test_network_management() -> None:
-    assert answer_0800({"t": "0800", "7": "0301120000", "11": "000001", "70": "301"})[
-        "39"] == "00"
-    assert answer_0800({"t": "0800", "7": "0301120000", "11": "000001", "70": "999"})[
-        "39"] == "12"
-    assert answer_0800({"t": "0800", "11": "000001", "70": "001"})["39"] == "30"
+    answer = answer_network_management
+    assert answer({"t": "0800", "7": "0301120000", "11": "000001", "70": "301"})["39"] == "00"
+    assert answer({"t": "0800", "7": "0301120000", "11": "000001", "70": "999"})["39"] == "12"
+    assert answer({"t": "0800", "11": "000001", "70": "001"})["39"] == "30"
 
 
 def test_response_echo_and_log_never_hold_a_pan(env: Env) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from hypothesis import given
 from hypothesis import strategies as st
 
+from iso_switch.acquirer.mac import MAC_FIELDS
 from iso_switch.processor.fields import (
     ACCOUNT_CHARS_MAX,
     AMOUNT_DIGITS_MAX,
@@ -19,7 +20,6 @@ from iso_switch.processor.fields import (
     DE90_DIGITS,
     KSN_HEX_CHARS,
     LISTED_OPTIONAL,
-    MAC_FIELDS,
     MANDATORY,
     ORIGINAL_CLASSES,
     PAN_DIGITS_MAX,

@@ -4,30 +4,53 @@ A terminal belongs to a merchant; the merchant is bound to a settlement
 account (purchases and completions credit it, refunds debit it) and an
 acquirer cash clearing account (withdrawals credit it). A terminal profile
 says whether MACs are required and which processing codes it may use.
+
+The acquirer's checks of the order of checks (interface.md section 3) are
+here, each a pure function answering its response code or ``None``:
+:func:`check_merchant` (``03``), :func:`check_profile` (``58``) and
+:func:`check_txn_type` (``12``).
 """
 
 from __future__ import annotations
 
 from iso_switch.acquirer.mac import mac_required
+from iso_switch.codes import KNOWN_TXN_TYPES, ResponseCode, TxnType
 from iso_switch.ledger.records import MerchantRow, TerminalRow
 
-# Every processing code (first two digits of DE3) the switch knows.
-KNOWN_CODES = frozenset({"00", "01", "20", "30", "31", "40"})
-# Interface section 3: allowed codes per MTI class (else 12).
-CODES_BY_CLASS = {
-    "010": frozenset({"00", "01", "30", "31"}),
-    "020": frozenset({"00", "01", "20", "30", "31", "40"}),
-    "022": frozenset({"00", "01"}),
+_ORIGINAL_TYPES = frozenset({TxnType.PURCHASE, TxnType.CASH_WITHDRAWAL})
+#: Interface section 3: the transaction types allowed per MTI class (else 12).
+TXN_TYPES_BY_CLASS: dict[str, frozenset[TxnType]] = {
+    "010": _ORIGINAL_TYPES | {TxnType.BALANCE_INQUIRY, TxnType.BALANCE_INQUIRY_ALT},
+    "020": KNOWN_TXN_TYPES,
+    "022": _ORIGINAL_TYPES,
 }
 
 
-def terminal_allows(terminal: TerminalRow, code: str) -> bool:
-    """58 when a known processing code is not in the terminal's profile.
+def check_merchant(terminals_merchant_id: str | None,
+                   merchant_id: str | None) -> ResponseCode | None:
+    """``03`` for a terminal (DE41) or merchant (DE42) not on file (None),
+    or a terminal that belongs to another merchant than DE42's."""
+    if terminals_merchant_id is None or terminals_merchant_id != merchant_id:
+        return ResponseCode.INVALID_MERCHANT
+    return None
 
-    Unknown codes pass here and are refused with 12 by the MTI check, so
-    that 58 only ever means "this terminal may not do that"."""
-    return code not in KNOWN_CODES or code in terminal.allowed_codes
+
+def check_profile(allowed_types: frozenset[str], txn_type: str) -> ResponseCode | None:
+    """``58`` when a known transaction type is not in the terminal's profile.
+
+    Unknown types pass here and are refused with 12 by :func:`check_txn_type`,
+    so that 58 only ever means "this terminal may not do that"."""
+    if txn_type in KNOWN_TXN_TYPES and txn_type not in allowed_types:
+        return ResponseCode.NOT_PERMITTED_TO_TERMINAL
+    return None
 
 
-__all__ = ["CODES_BY_CLASS", "KNOWN_CODES", "MerchantRow", "TerminalRow", "mac_required",
-           "terminal_allows"]
+def check_txn_type(cls: str, txn_type: str) -> ResponseCode | None:
+    """``12`` for a transaction type the MTI class does not allow."""
+    if txn_type not in TXN_TYPES_BY_CLASS[cls]:
+        return ResponseCode.INVALID_TRANSACTION
+    return None
+
+
+__all__ = ["TXN_TYPES_BY_CLASS", "MerchantRow", "TerminalRow", "check_merchant",
+           "check_profile", "check_txn_type", "mac_required"]

@@ -233,9 +233,17 @@ def parse_de95(text: str) -> ReplacementAmounts:
     """DE95 to its actual amount and the rest. Raises ``SubfieldError``."""
     if len(text) != DE95_CHARS:
         raise SubfieldError(f"length must be {DE95_CHARS}", "95", min(len(text), DE95_CHARS))
-    _require_digits(text[:AMOUNT_DIGITS], AMOUNT_DIGITS, "actual amount", "95", 0)
-    return ReplacementAmounts(actual_amount_minor=int(text[:AMOUNT_DIGITS]),
+    return ReplacementAmounts(actual_amount_minor=de95_actual_amount(text),
                               rest=text[AMOUNT_DIGITS:])
+
+
+def de95_actual_amount(text: str) -> int:
+    """The actual amount of a DE95 (its first 12 digits) whatever follows:
+    a reversal needs only this part, and terminals fill the rest in
+    different ways. Raises ``SubfieldError``."""
+    head = text[:AMOUNT_DIGITS]
+    _require_digits(head, AMOUNT_DIGITS, "actual amount", "95", 0)
+    return int(head)
 
 
 def build_de95(amounts: ReplacementAmounts) -> str:

@@ -1,21 +1,24 @@
 """The issuer's card rules: PAN checks and hashing, expiry, card states,
 PIN tries, limits and the risk rules.
 
-Pure functions over rows from the store, so the processor can call them in
-the order of docs/interface.md section 3 and tests can call them alone. Cards at
+Pure functions over plain values, so the decision chain
+(:mod:`iso_switch.processor.chain`) can call them in the order of
+docs/interface.md section 3 and tests can call them alone; the checks that
+answer a response code are in :mod:`iso_switch.issuer.checks`. Cards at
 rest are a keyed hash of the PAN (HMAC-SHA256 under the PAN hash key) plus
 the masked PAN; the full PAN exists only in the request being decided.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from iso_switch.ledger.records import CardRow
+from iso_switch.codes import ResponseCode
 
 PAN_LENGTH_MIN = 13
 PAN_LENGTH_MAX = 19
@@ -26,9 +29,24 @@ PIN_TRIES_MAX = 3
 # key in the configuration. Changing it orphans every stored card hash.
 DEMO_PAN_HASH_KEY = b"iso-switch demo pan hash key!!!!"  # 32 bytes
 
-CARD_STATES = ("active", "lost", "stolen", "blocked")
+
+
+class CardState(enum.StrEnum):
+    """A card's state on file (the ledger keeps the value)."""
+
+    ACTIVE = "active"
+    LOST = "lost"
+    STOLEN = "stolen"
+    BLOCKED = "blocked"
+
+
+CARD_STATES = tuple(CardState)
 # Response code per card state other than active (interface section 5).
-STATE_RESPONSE = {"lost": "41", "stolen": "43", "blocked": "57"}
+STATE_RESPONSE: dict[str, ResponseCode] = {
+    CardState.LOST: ResponseCode.LOST_CARD,
+    CardState.STOLEN: ResponseCode.STOLEN_CARD,
+    CardState.BLOCKED: ResponseCode.NOT_PERMITTED_TO_CARDHOLDER,
+}
 
 
 def luhn_ok(pan: str) -> bool:
@@ -86,28 +104,36 @@ def card_expired(card_expiry: str, presented_expiry: str, local_now: datetime) -
 class PinOutcome:
     """What a PIN check answers and what it leaves on the card."""
 
-    rc: str  # "" when the PIN step passed
+    rc: ResponseCode | None  # None when the PIN step passed
     tries: int
     blocked: bool
 
 
-def pin_step(card: CardRow, required: bool, present: bool, verified: bool | None) -> PinOutcome:
+def pin_step(tries: int, blocked: bool, required: bool, present: bool,
+             verified: bool | None) -> PinOutcome:
     """Interface section 5, PIN tries: a blocked PIN answers 75 to every
     request that carries or requires a PIN; a missing required PIN is 55
     without counting; the third wrong PIN in a row is 55 and blocks; a right
     PIN resets the count. ``verified`` is None when no PIN was presented, or
     when the block did not decode as format 0: 55, not counted, since a
-    forged block must not lock the real cardholder out."""
-    if card.pin_blocked and (required or present):
-        return PinOutcome("75", card.pin_tries, True)
+    forged block must not lock the real cardholder out. ``tries`` and
+    ``blocked``: the card's wrong PINs in a row and whether its PIN is
+    blocked, as on file."""
+    if blocked and (required or present):
+        return PinOutcome(ResponseCode.PIN_TRIES_EXCEEDED, tries, True)
     if not present:
-        return PinOutcome("55" if required else "", card.pin_tries, card.pin_blocked)
+        return PinOutcome(ResponseCode.INCORRECT_PIN if required else None, tries, blocked)
     if verified is None:
-        return PinOutcome("55", card.pin_tries, card.pin_blocked)
+        return PinOutcome(ResponseCode.INCORRECT_PIN, tries, blocked)
     if verified:
-        return PinOutcome("", 0, False)
-    tries = card.pin_tries + 1
-    return PinOutcome("55", tries, tries >= PIN_TRIES_MAX)
+        return PinOutcome(None, 0, False)
+    tries += 1
+    return PinOutcome(ResponseCode.INCORRECT_PIN, tries, tries >= PIN_TRIES_MAX)
+
+
+#: What a risk rule does when it fires.
+ACTION_ALERT = "alert"
+ACTION_DECLINE = "decline"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +143,11 @@ class RiskRules:
 
     velocity_count: int = 10
     velocity_window: timedelta = timedelta(minutes=1)
-    velocity_action: str = "alert"
+    velocity_action: str = ACTION_ALERT
     amount_factor: int = 10
     amount_min_history: int = 3
-    amount_action: str = "alert"
-    blacklist_action: str = "decline"
+    amount_action: str = ACTION_ALERT
+    blacklist_action: str = ACTION_DECLINE
 
 
 def velocity_fires(recent: list[datetime], now: datetime, rules: RiskRules) -> bool:

@@ -6,8 +6,9 @@ opens a socket. :meth:`Processor.process_batch` is the group commit: one
 durable transaction per batch, one savepoint per request.
 
 Public API: :class:`Processor`, :class:`Request`, :class:`Outcome`,
-:class:`ProcessorConfig`, :class:`CommitFailed`, :func:`answer_0800`,
-:func:`open_default`, :func:`open_store`.
+:class:`ProcessorConfig`, :class:`CommitFailed`, :func:`open_default`,
+:func:`open_store`. An 0800 is answered by
+:func:`iso_switch.protocol.answer_network_management`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from iso_switch.acquirer.devices import NO_BINDINGS, DeviceBindings
 from iso_switch.ledger import SqliteLedgerStore
-from iso_switch.processor.core import Processor, answer_0800
+from iso_switch.processor.core import Processor
 from iso_switch.processor.model import (
     CommitFailed,
     Outcome,
@@ -90,7 +91,6 @@ __all__ = [
     "Processor",
     "ProcessorConfig",
     "Request",
-    "answer_0800",
     "check_pan_hash_kcv",
     "config_from",
     "open_default",

@@ -1,6 +1,15 @@
 """The processor: decides each request in the order of docs/interface.md
 section 3 and moves the money, exactly once, inside group-committed batches.
 
+Per request it does four things, in order: load the facts, run the decision
+chain (:mod:`iso_switch.processor.chain`, the order of checks as one
+sequence of pure checks), apply the postings the decision calls for, and
+store the decision. The steps before the chain (format, MAC, duplicate, a
+remembered reversal, KSN replay) are :meth:`Processor._decide`'s, since
+their answers (30, 63, 94, a stored decision) are not all stored.
+Completions and reversals are matched to their originals in
+:mod:`iso_switch.processor.originals`.
+
 Not thread-safe: one writer thread calls :meth:`Processor.process_batch`.
 Reference data (terminals, merchants, issuers, BIN routes, blacklists) is
 cached in memory and reloaded when another process (the admin CLI) commits,
@@ -11,6 +20,8 @@ of the requests before it, in the same batch or earlier ones.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import logging
 import secrets
 from collections import deque
@@ -19,17 +30,17 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from iso_switch.acquirer import CODES_BY_CLASS, mac_required, terminal_allows
+from iso_switch.acquirer.mac import check_mac, request_verdict
 from iso_switch.codec.masking import mask_pan
-from iso_switch.issuer import (
-    STATE_RESPONSE,
-    amount_fires,
-    card_expired,
-    pan_hash,
-    pan_valid,
-    pin_step,
-    velocity_fires,
+from iso_switch.codec.subfields import (
+    AMOUNT_TYPE_AVAILABLE,
+    AMOUNT_TYPE_LEDGER,
+    Balance,
+    build_de54,
 )
+from iso_switch.codes import ResponseCode, TxnState, TxnType
+from iso_switch.issuer import pan_hash
+from iso_switch.issuer.checks import DEBIT_TYPES, INQUIRY_TYPES
 from iso_switch.ledger import (
     Account,
     AccountClosed,
@@ -43,16 +54,16 @@ from iso_switch.ledger import (
     ts,
 )
 from iso_switch.ledger.records import CardRow, MerchantRow, TerminalRow
+from iso_switch.processor import chain
+from iso_switch.processor.chain import Facts
 from iso_switch.processor.fields import (
     ORIGINAL_CLASSES,
     REVERSAL_CLASSES,
     FormatError,
     Parsed,
     echo,
-    make_key,
     parse_request,
     response_mti,
-    valid_mmddhhmmss,
 )
 from iso_switch.processor.model import (
     CommitFailed,
@@ -62,19 +73,30 @@ from iso_switch.processor.model import (
     Request,
     utc_now,
 )
-from iso_switch.routing import ON_US_ISSUER, BinTable
+from iso_switch.processor.originals import (
+    HOLD_STATES,
+    REVERSIBLE_STATES,
+    authorization_key,
+    check_authorization_open,
+    check_completion_matches,
+    check_reversal_matches,
+    original_key,
+)
+from iso_switch.protocol.session import answer_network_management
+from iso_switch.routing import BinTable
 from iso_switch.security.errors import SecurityError
-from iso_switch.security.hsm import PinVerificationData
 from iso_switch.security.ksn import parse_ksn
 from iso_switch.security.replay import ReplayState, check_replay
 
 LOG = logging.getLogger(__name__)
 
-DEBIT_CODES = frozenset({"00", "01", "40"})
-AMOUNT_CODES = frozenset({"00", "01", "20", "40"})
-PIN_REQUIRED_CODES = frozenset({"01", "30", "31", "40"})
-INQUIRY_CODES = frozenset({"30", "31"})
-NETWORK_CODES = frozenset({"001", "002", "301"})
+#: Answers never stored under the key (interface section 3): they must not
+#: block the genuine request that follows.
+UNSTORED = frozenset({ResponseCode.FORMAT_ERROR, ResponseCode.SECURITY_VIOLATION})
+#: DE3 digits 3-4 (the account type) when DE3 is absent: the default account.
+DEFAULT_ACCOUNT_TYPE = "00"
+#: MTI classes (first two digits) whose responses carry DE37.
+RRN_CLASSES = ("01", "02", "04")
 # Bounds on in-memory risk state: recent request times kept per card, and
 # cards tracked before the whole map is dropped (velocity is best effort).
 VELOCITY_TIMES_PER_CARD_MAX = 64
@@ -90,44 +112,26 @@ APPROVAL_CODE_DRAWS_MAX = 16
 REMEMBERED_FILTER_MAX = 1_000_000
 
 
-def answer_0800(fields: Mapping[str, str]) -> dict[str, str]:
-    """0810 for a network management request: sign-on (001), sign-off (002)
-    and echo (301) are acknowledged (00); another DE70 is 12; a missing
-    DE7, DE11 or DE70, a DE7 that is not MMDDhhmmss or a DE11 that is not
-    6 digits is 30. Never MACed, never deduplicated."""
-    f = fields
-    response: dict[str, str] = {"t": "0810", **{k: f[k] for k in ("7", "11", "41", "70") if k in f}}
-    if not all(f.get(k, "").strip() for k in ("7", "11", "70")) or not (
-        valid_mmddhhmmss(f["7"]) and len(f["11"]) == 6 and f["11"].isascii()
-        and f["11"].isdigit()
-    ):
-        response["39"] = "30"
-    elif f["70"] not in NETWORK_CODES:
-        response["39"] = "12"
-    else:
-        response["39"] = "00"
-    return response
+class ReviewState(enum.StrEnum):
+    """Where a referred transfer's review stands (the ledger keeps it)."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DECLINED = "declined"
+    EXPIRED = "expired"
+    REVERSED = "reversed"
 
 
-class _Unstored(Exception):
-    """A decision that must not be stored under the key (30 / 63)."""
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a request came to, as the processor stores it: the response
+    code and the ledger's side of it. Built once per request, by the code
+    that decided it, and handed to :meth:`Processor._store_decision`."""
 
-    def __init__(self, rc: str, decision: str) -> None:
-        super().__init__(decision)
-        self.rc = rc
-        self.decision = decision
-
-
-@dataclass(slots=True)
-class _Work:
-    """Scratch state of one request's decision."""
-
-    p: Parsed
-    request: Request
-    business_day: str
-    rc: str = "00"
+    rc: ResponseCode
+    state: TxnState = TxnState.DECLINED
     card: CardRow | None = None
-    state: str = "declined"
+    pan_masked: str = ""
     debit: int | None = None
     credit: int | None = None
     hold_id: int | None = None
@@ -135,11 +139,8 @@ class _Work:
     counts_daily: bool = False
     de54: str = ""
     orig_key: str = ""
-    pan_masked: str = ""
     # A PIN block decoded under the KSN's keys: the KSN authenticated.
     pin_decoded: bool = False
-    # (total, count) of the card's approved debits, read with its daily usage.
-    usual: tuple[int, int] | None = None
 
 
 class Processor:
@@ -248,7 +249,8 @@ class Processor:
         return self._respond(request, p, stored, request.mac_status == "valid", "recalled")
 
     def network_management(self, request: Request) -> Outcome:
-        response = answer_0800(request.fields)
+        """The 0810 the server answers too (never MACed, never stored)."""
+        response = answer_network_management(request.fields)
         return Outcome(response, False, self._log(request.fields, response["39"], "network"))
 
     def _load_velocity(self, now: datetime) -> None:
@@ -260,15 +262,22 @@ class Processor:
         a closed account, 96) counted in memory but is not reloaded."""
         since = now - self.config.risk.velocity_window
         for card_id, received_at in self.store.recent_debit_requests(since):
-            self._recent_debits(card_id).append(parse_ts(received_at))
+            self.recent_debits(card_id).append(parse_ts(received_at))
         self._velocity_loaded = True
 
-    def _recent_debits(self, card_id: int) -> deque[datetime]:
+    def recent_debits(self, card_id: int) -> deque[datetime]:
         """The times of the card's latest debit requests (the velocity rule)."""
         recent = self._velocity.get(card_id)
         if recent is None:
             recent = self._velocity[card_id] = deque(maxlen=VELOCITY_TIMES_PER_CARD_MAX)
         return recent
+
+    def _count_debit(self, card_id: int, now: datetime) -> None:
+        """One more debit request on the card for the velocity rule (best
+        effort: past ``VELOCITY_CARDS_MAX`` cards the counts start over)."""
+        self.recent_debits(card_id).append(now)
+        if len(self._velocity) > VELOCITY_CARDS_MAX:
+            self._velocity.clear()
 
     def _housekeeping(self, now: datetime) -> None:
         """Expire due holds, and prune old keys once per prune interval."""
@@ -291,12 +300,12 @@ class Processor:
         store.expire_holds([hold_id], now)
         if txn is None:
             return
-        store.update_txn(txn.key, state="expired", effective_minor=0, hold_id=hold_id)
+        store.update_txn(txn.key, state=TxnState.EXPIRED, effective_minor=0, hold_id=hold_id)
         if txn.counts_daily and txn.card_id is not None:
             store.add_daily_usage(txn.card_id, txn.business_day, -txn.effective_minor, -1)
         review = store.review_by_txn(txn.key)
-        if review is not None and review[3] == "pending":
-            store.set_review(review[0], "expired", hold_id, now)
+        if review is not None and review[3] == ReviewState.PENDING:
+            store.set_review(review[0], ReviewState.EXPIRED, hold_id, now)
 
     # -- one request -----------------------------------------------------------
 
@@ -344,77 +353,87 @@ class Processor:
             "decision": decision,
         }
 
-    def _plain(self, request: Request, rc: str, decision: str, pan_masked: str = "",
+    def _plain(self, request: Request, rc: ResponseCode, decision: str, pan_masked: str = "",
                mac_ok: bool = False) -> Outcome:
         """An answer that stores nothing: 30, 63, 94, 96."""
         fields = request.fields
         mti = fields.get("t", "")
         response = {"t": response_mti(mti), **echo(fields)}
-        if mti[:2] in ("01", "02", "04"):
+        if mti[:2] in RRN_CLASSES:
             response["37"] = self._rrn(self._next_seq(), request.received_at)
-        response["39"] = rc
+        response["39"] = str(rc)
         return Outcome(
-            response, mac_ok and rc not in ("30", "63"),
-            self._log(fields, rc, decision, pan_masked),
+            response, mac_ok and rc not in UNSTORED,
+            self._log(fields, str(rc), decision, pan_masked),
         )
 
     def _malfunction(self, request: Request) -> Outcome:
-        return self._plain(request, "96", "malfunction", mac_ok=request.mac_status == "valid")
+        return self._plain(request, ResponseCode.SYSTEM_MALFUNCTION, "malfunction",
+                           mac_ok=request.mac_status == "valid")
 
     def _decide(self, request: Request) -> Outcome:
+        """The steps before the chain (format, MAC, duplicate, a remembered
+        reversal, KSN replay), then the decision, stored with the KSN."""
         fields = request.fields
         if fields.get("t", "") in ("0800", "0801"):
             return self.network_management(request)
         try:
             p = parse_request(fields, self.config.pan_hash_key)
         except FormatError:
-            return self._plain(request, "30", "format")
+            return self._plain(request, ResponseCode.FORMAT_ERROR, "format")
         pan_masked = mask_pan(p.pan) if p.pan else ""
         terminal = self.terminals.get(p.terminal)
         if _mac_refused(request, p.mti, terminal):
-            return self._plain(request, "63", "mac", pan_masked)
+            return self._plain(request, ResponseCode.SECURITY_VIOLATION, "mac", pan_masked)
         mac_ok = request.mac_status == "valid"
-        store = self.store
-        stored = store.get_txn(p.key)
+        stored = self.store.get_txn(p.key)
         if stored is not None:
             if stored.content != p.content:
-                return self._plain(request, "94", "duplicate", pan_masked, mac_ok)
+                return self._plain(request, ResponseCode.DUPLICATE_TRANSMISSION, "duplicate",
+                                   pan_masked, mac_ok)
             return self._respond(request, p, stored, mac_ok, "stored")
-        work = _Work(p, request, self._business_day(request.received_at), pan_masked=pan_masked)
-        replay: tuple[str, ReplayState] | None = None
         remembered = p.cls in ORIGINAL_CLASSES and self._maybe_remembered(p.key) and (
-            store.remembered_reversal(p.key) is not None
+            self.store.remembered_reversal(p.key) is not None
         )
-        if p.ksn is not None:
-            try:
-                ksn = parse_ksn(p.ksn)
-            except SecurityError:
-                return self._plain(request, "63", "ksn", pan_masked)
-            if not self.config.device_bindings.allows(ksn, p.terminal):
-                return self._plain(request, "63", "device-binding", pan_masked)
-            previous = store.get_ksn_state(ksn.device_key)
-            accepted, state = check_replay(
-                None if previous is None else ReplayState.from_tuple(previous), ksn.counter
-            )
-            if accepted:
-                replay = (ksn.device_key, state)
-            if not accepted and not remembered:
-                return self._plain(request, "63", "replay", pan_masked)
-        try:
-            if remembered:
-                work.rc, work.state = "05", "reversed-before-arrival"
-            else:
-                self._business(work, terminal)
-        except _Unstored as unstored:
-            return self._plain(request, unstored.rc, unstored.decision, pan_masked)
-        txn = self._store_decision(work)
+        refused, replay = self._replay(p, remembered)
+        if refused:
+            return self._plain(request, ResponseCode.SECURITY_VIOLATION, refused, pan_masked)
+        if remembered:
+            decision = Decision(ResponseCode.DO_NOT_HONOUR, TxnState.REVERSED_BEFORE_ARRIVAL,
+                                pan_masked=pan_masked)
+        else:
+            decision = self._business(request, p, terminal, pan_masked)
+        if decision.rc in UNSTORED:  # only the PIN step's: a PIN key that failed
+            return self._plain(request, decision.rc, "pin-key", pan_masked)
+        txn = self._store_decision(request, p, decision)
         # Only a KSN that authenticated (a valid MAC, or a PIN block that
         # decoded under its keys) moves the device's replay state, so that
         # made-up KSNs on a MAC-optional terminal cannot grow the table.
-        if replay is not None and (mac_ok or work.pin_decoded):
+        if replay is not None and (mac_ok or decision.pin_decoded):
             device, state = replay
-            store.put_ksn_state(device, *state.to_tuple(), request.received_at)
+            self.store.put_ksn_state(device, *state.to_tuple(), request.received_at)
         return self._respond(request, p, txn, mac_ok, "new")
+
+    def _replay(self, p: Parsed,
+                remembered: bool) -> tuple[str, tuple[str, ReplayState] | None]:
+        """The KSN step: the reason for a 63 ("" when none) and the device's
+        replay state to store with an authenticated decision. A request
+        whose reversal is remembered is declined 05 even when replayed."""
+        if p.ksn is None:
+            return "", None
+        try:
+            ksn = parse_ksn(p.ksn)
+        except SecurityError:
+            return "ksn", None
+        if not self.config.device_bindings.allows(ksn, p.terminal):
+            return "device-binding", None
+        previous = self.store.get_ksn_state(ksn.device_key)
+        accepted, state = check_replay(
+            None if previous is None else ReplayState.from_tuple(previous), ksn.counter
+        )
+        if accepted:
+            return "", (ksn.device_key, state)
+        return ("" if remembered else "replay"), None
 
     def _maybe_remembered(self, key: str) -> bool:
         """False only when no reversal of ``key`` can be remembered (the
@@ -424,20 +443,20 @@ class Processor:
     def _business_day(self, moment: datetime) -> str:
         return self._local(moment).date().isoformat()
 
-    def _store_decision(self, w: _Work) -> TxnRow:
-        p, seq = w.p, self._next_seq()
-        card = w.card
+    def _store_decision(self, request: Request, p: Parsed, d: Decision) -> TxnRow:
+        seq, now = self._next_seq(), request.received_at
+        business_day = self._business_day(now)
+        card_id = None if d.card is None else d.card.id
+        approved = d.rc is ResponseCode.APPROVED
         txn = TxnRow(
-            key=p.key, content=p.content, mti=p.mti, rc=w.rc,
-            rrn=self._rrn(seq, w.request.received_at),
-            auth_code=self._auth_code(None if card is None else card.id, w.business_day)
-            if w.rc == "00" else "",
-            de54=w.de54, created_at=ts(w.request.received_at), terminal=p.terminal,
-            stan=p.stan, pan_masked=w.pan_masked, card_id=None if card is None else card.id,
-            code=p.code, amount_minor=p.amount_minor or 0, currency=p.currency or 0,
-            debit_account_id=w.debit, credit_account_id=w.credit, hold_id=w.hold_id,
-            state=w.state, effective_minor=w.effective, business_day=w.business_day,
-            counts_daily=w.counts_daily, orig_key=w.orig_key, seq=seq,
+            key=p.key, content=p.content, mti=p.mti, rc=str(d.rc), rrn=self._rrn(seq, now),
+            auth_code=self._auth_code(card_id, business_day) if approved else "",
+            de54=d.de54, created_at=ts(now), terminal=p.terminal, stan=p.stan,
+            pan_masked=d.pan_masked, card_id=card_id, code=p.code,
+            amount_minor=p.amount_minor or 0, currency=p.currency or 0,
+            debit_account_id=d.debit, credit_account_id=d.credit, hold_id=d.hold_id,
+            state=str(d.state), effective_minor=d.effective, business_day=business_day,
+            counts_daily=d.counts_daily, orig_key=d.orig_key, seq=seq,
         )
         self.store.insert_txn(txn)
         return txn
@@ -445,7 +464,7 @@ class Processor:
     def _respond(self, request: Request, p: Parsed, txn: TxnRow, mac_ok: bool,
                  decision: str) -> Outcome:
         response = {"t": response_mti(p.mti), **echo(request.fields), "37": txn.rrn}
-        if txn.rc == "00":
+        if txn.rc == ResponseCode.APPROVED:
             response["38"] = txn.auth_code
         response["39"] = txn.rc
         if txn.de54:
@@ -453,327 +472,239 @@ class Processor:
         return Outcome(response, mac_ok, self._log(request.fields, txn.rc, decision,
                                                    txn.pan_masked))
 
-    # -- business rules ----------------------------------------------------------
+    # -- the decision ---------------------------------------------------------------
 
-    def _business(self, w: _Work, terminal: TerminalRow | None) -> None:
-        p = w.p
-        merchant = self.merchants.get(p.merchant)
-        if terminal is None or merchant is None or terminal.merchant_id != merchant.id:
-            w.rc = "03"
-            return
+    def _business(self, request: Request, p: Parsed, terminal: TerminalRow | None,
+                  pan_masked: str) -> Decision:
+        """Load the facts, run the chain for the request's class, then
+        apply the postings its answer calls for."""
+        now = request.received_at
+        f = Facts(p, p.code2, self, now, self._local(now), self._business_day(now),
+                  request.pin_zone, terminal, self.merchants.get(p.merchant))
         if p.cls in REVERSAL_CLASSES:
-            self._reversal(w)
-            return
-        code = p.code2
-        if not terminal_allows(terminal, code):
-            w.rc = "58"
-            return
-        if code not in CODES_BY_CLASS[p.cls]:
-            w.rc = "12"
-            return
+            rc = chain.run(chain.REVERSAL_FRONT, f)
+            return self._reversal(f, pan_masked) if rc is None else Decision(
+                rc, pan_masked=pan_masked)
         if p.cls == "022":
-            self._completion(w)
-            return
-        self._original(w, terminal, merchant)
+            rc = chain.run(chain.COMPLETION_FRONT, f)
+            return self._completion(f, pan_masked) if rc is None else Decision(
+                rc, pan_masked=pan_masked)
+        rc = chain.run(chain.FRONT, f)
+        if rc is None:
+            # The seam: FRONT routed the card. A remote issuer's answer
+            # (forwarded from here) takes the place of the on-us issuer's.
+            rc = self._on_us_issuer(f)
+        return self._conclude(f, rc, pan_masked)
 
-    def _card(self, w: _Work) -> CardRow | None:
-        """Card step up to state: 14, 15, 91, 14, 54, 41/43. Sets w.rc."""
-        p = w.p
-        if not pan_valid(p.pan):
-            w.rc = "14"
-            return None
-        issuer_id = self.bins.issuer_for(p.pan)
-        if issuer_id is None:
-            w.rc = "15"
-            return None
-        issuer = self.issuers.get(issuer_id)
-        if issuer is None or not issuer.available or issuer_id != ON_US_ISSUER:
-            w.rc = "91"
-            return None
-        card = self.store.cached_card_by_hash(pan_hash(self.config.pan_hash_key, p.pan))
+    def _on_us_issuer(self, f: Facts) -> ResponseCode | None:
+        """The on-us issuer's answer: the card's facts from the ledger, the
+        issuer's part of the chain, and what its steps found, recorded."""
+        self._load_card_facts(f)
+        rc = chain.run(chain.ISSUER, f)
+        self._record_findings(f)
+        return rc
+
+    def _conclude(self, f: Facts, rc: ResponseCode | None, pan_masked: str) -> Decision:
+        """The decision on an original, whoever answered: approved (None)
+        or referred (01) posts; any other code declines, posting nothing."""
+        if rc is None or rc is ResponseCode.REFER_TO_ISSUER:
+            return self._post(f, pan_masked, referred=rc is not None)
+        return Decision(rc, card=f.card, pan_masked=pan_masked, pin_decoded=f.pin_decoded)
+
+    def _load_card_facts(self, f: Facts) -> None:
+        """The card and its accounts from the ledger, for the issuer part."""
+        p, store = f.p, self.store
+        card = f.card = store.cached_card_by_hash(pan_hash(self.config.pan_hash_key, p.pan))
         if card is None:
-            w.rc = "14"
-            return None
-        w.card = card
-        if card_expired(card.expiry, p.expiry, self._local(w.request.received_at)):
-            w.rc = "54"
-        elif card.state != "active":
-            w.rc = STATE_RESPONSE.get(card.state, "57")
-        return card
-
-    def _pin(self, w: _Work, card: CardRow) -> None:
-        p = w.p
-        required = p.code2 in PIN_REQUIRED_CODES
-        present = p.pin_block is not None
-        verified: bool | None = None
-        if present and not card.pin_blocked:
-            assert p.pin_block is not None and p.ksn is not None
-            zone = w.request.pin_zone
-            try:
-                if zone is not None:  # rewrapped at the edge: one long-lived key
-                    verified = self.hsm.verify_zone_pin(zone, p.pan, _pvd(card))
-                else:
-                    verified = self.hsm.verify_pin(p.ksn, p.pin_block, p.pan, _pvd(card))
-            except SecurityError as exc:
-                raise _Unstored("63", "pin-key") from exc
-            w.pin_decoded = verified is not None
-        outcome = pin_step(card, required, present, verified)
-        if (outcome.tries, outcome.blocked) != (card.pin_tries, card.pin_blocked):
-            self.store.set_pin_tries(card.id, outcome.tries, outcome.blocked)
-        if outcome.rc:
-            w.rc = outcome.rc
-
-    def _original(self, w: _Work, terminal: TerminalRow, merchant: MerchantRow) -> None:
-        p, store, config = w.p, self.store, self.config
-        card = self._card(w)
-        if card is None or w.rc != "00":
             return
-        self._pin(w, card)
-        if w.rc != "00":
-            return
-        account = store.get_account(card.account_id)
-        if p.currency != account.currency:
-            w.rc = "57"
-            return
-        code, amount = p.code2, p.amount_minor or 0
-        if code in AMOUNT_CODES and amount <= 0:
-            w.rc = "13"
-            return
-        # Section 6: "5000.00 per transaction" limits every amount (refunds
-        # too); only the daily limits are restricted to approved debits.
-        if code in AMOUNT_CODES and amount > card.limit_txn_minor:
-            w.rc = "61"
-            return
-        debit = code in DEBIT_CODES
-        if debit:
-            used_minor, used_count, *usual = store.card_usage(card.id, w.business_day)
-            w.usual = (usual[0], usual[1])
-            if used_minor + amount > card.limit_day_minor:
-                w.rc = "61"
-                return
-            if used_count + 1 > card.limit_day_count:
-                w.rc = "65"
-                return
-        source: Account = account
-        dest: Account | None = None
-        if code == "40":
+        f.account = f.source = store.get_account(card.account_id)
+        code = f.txn_type
+        if code in DEBIT_TYPES:
+            used_minor, used_count, usual_minor, usual_count = store.card_usage(
+                card.id, f.business_day)
+            f.used, f.usual = (used_minor, used_count), (usual_minor, usual_count)
+        if code == TxnType.FUNDS_TRANSFER:
             if p.source_account:
                 chosen = store.account_by_number(p.source_account)
-                if chosen is None or not store.card_owns_account(card.id, chosen.id):
-                    w.rc = "57"
-                    return
-                source = chosen
-            dest = store.account_by_number(p.dest_account)
-            if dest is None or dest.closed:
-                w.rc = "76"
-                return
-            if dest.id == source.id:
-                w.rc = "12"
-                return
-            if dest.currency != source.currency or source.currency != p.currency:
-                w.rc = "57"
-                return
-        if source.closed:
-            w.rc = "57"
+                f.source_owned = chosen is not None and store.card_owns_account(card.id,
+                                                                                chosen.id)
+                if chosen is not None:
+                    f.source = chosen
+            f.dest = store.account_by_number(p.dest_account)
+
+    def _record_findings(self, f: Facts) -> None:
+        """What the chain's steps found: the PIN tries, the risk alerts, the
+        velocity count."""
+        card = f.card
+        if card is None:
             return
-        if debit and source.available_balance_minor < amount:
-            w.rc = "51"
-            return
-        referred = code == "40" and amount > config.review_threshold_minor
-        if not referred and self._risk(w, card, terminal, merchant, source, dest):
-            w.rc = "05"
-            return
+        outcome = f.pin
+        if outcome is not None and (outcome.tries, outcome.blocked) != (card.pin_tries,
+                                                                         card.pin_blocked):
+            self.store.set_pin_tries(card.id, outcome.tries, outcome.blocked)
+        if f.debit_counted:
+            self._count_debit(card.id, f.now)
+        for alert in f.alerts:
+            self.store.add_alert(f.now, alert.rule, alert.action, f.p.key,
+                                 mask_pan(f.p.pan), alert.detail)
+
+    def _post(self, f: Facts, pan_masked: str, *, referred: bool) -> Decision:
+        """The postings of an approved (or referred) original: a balance, a
+        hold (authorizations and referred transfers) or a transfer."""
+        p, store, card, merchant = f.p, self.store, f.card, f.merchant
+        source = f.source
+        assert card is not None and merchant is not None and source is not None
+        code, amount, now = f.txn_type, p.amount_minor or 0, f.now
+        if code in INQUIRY_TYPES:
+            return Decision(ResponseCode.APPROVED, TxnState.INQUIRY, card, pan_masked,
+                            de54=_balances(p.code[2:4] or DEFAULT_ACCOUNT_TYPE, source),
+                            pin_decoded=f.pin_decoded)
+        debit, credit = _parties(code, source, f.dest, merchant)
+        hold_id = None
         try:
-            self._apply(w, card, merchant, source, dest, referred)
-        except InsufficientFunds:
-            w.rc, w.state, w.hold_id = "51", "declined", None
-        except AccountClosed:
-            w.rc, w.state, w.hold_id = "57", "declined", None
-
-    def _apply(self, w: _Work, card: CardRow, merchant: MerchantRow, source: Account,
-               dest: Account | None, referred: bool) -> None:
-        p, store = w.p, self.store
-        code, amount, now = p.code2, p.amount_minor or 0, w.request.received_at
-        currency = source.currency
-        if code in INQUIRY_CODES:
-            w.state = "inquiry"
-            w.de54 = _balances(p.code[2:4] or "00", source)
-            return
-        if code == "20":
-            w.debit, w.credit = merchant.settlement_account_id, source.id
-        elif code == "40":
-            assert dest is not None
-            w.debit, w.credit = source.id, dest.id
-        else:
-            w.debit = source.id
-            w.credit = merchant.settlement_account_id if code == "00" else merchant.cash_account_id
-        expires = now + self.config.hold_expiry
-        if p.cls == "010" or referred:
-            w.hold_id = store.hold(w.debit, w.credit, amount, currency, expires, p.key, now)
-            w.state = "referred" if referred else "held"
-        else:
-            store.transfer(w.debit, w.credit, amount, currency, p.key, now)
-            w.state = "posted"
-        w.effective = amount
-        if code in DEBIT_CODES:
-            w.counts_daily = True
-            store.add_daily_usage(card.id, w.business_day, amount, 1)
+            if p.cls == "010" or referred:
+                hold_id = store.hold(debit, credit, amount, source.currency,
+                                     now + self.config.hold_expiry, p.key, now)
+                state = TxnState.REFERRED if referred else TxnState.HELD
+            else:
+                store.transfer(debit, credit, amount, source.currency, p.key, now)
+                state = TxnState.POSTED
+        except (InsufficientFunds, AccountClosed) as exc:
+            rc = (ResponseCode.INSUFFICIENT_FUNDS if isinstance(exc, InsufficientFunds)
+                  else ResponseCode.NOT_PERMITTED_TO_CARDHOLDER)
+            return Decision(rc, TxnState.DECLINED, card, pan_masked, debit, credit,
+                            pin_decoded=f.pin_decoded)
+        counts_daily = code in DEBIT_TYPES
+        if counts_daily:
+            store.add_daily_usage(card.id, f.business_day, amount, 1)
         if referred:
-            assert w.hold_id is not None
-            store.add_review(p.key, w.hold_id, now)
-            w.rc = "01"
+            assert hold_id is not None
+            store.add_review(p.key, hold_id, now)
+        rc = ResponseCode.REFER_TO_ISSUER if referred else ResponseCode.APPROVED
+        return Decision(rc, state, card, pan_masked, debit, credit, hold_id, amount,
+                        counts_daily, pin_decoded=f.pin_decoded)
 
-    def _risk(self, w: _Work, card: CardRow, terminal: TerminalRow, merchant: MerchantRow,
-              source: Account, dest: Account | None) -> bool:
-        """Blacklists and risk rules; stores an alert per rule that fires.
-        True when one that fired declines (05)."""
-        p, rules, now = w.p, self.config.risk, w.request.received_at
-        fired: list[tuple[str, str, str]] = []
-        listed = self.blacklist
-        if listed:
-            checks = [("pan", card.pan_hash.hex()), ("account", source.number),
-                      ("terminal", terminal.id), ("merchant", merchant.id)]
-            if dest is not None:
-                checks.append(("account", dest.number))
-            for kind, value in checks:
-                if (kind, value) in listed:
-                    fired.append(("blacklist", rules.blacklist_action, f"{kind} is blacklisted"))
-        if p.code2 in DEBIT_CODES:
-            recent = self._recent_debits(card.id)
-            if velocity_fires(list(recent), now, rules):
-                fired.append(("velocity", rules.velocity_action,
-                              f"more than {rules.velocity_count} requests within "
-                              f"{int(rules.velocity_window.total_seconds())} s"))
-            recent.append(now)
-            if len(self._velocity) > VELOCITY_CARDS_MAX:
-                self._velocity.clear()
-            total, count = w.usual if w.usual is not None else self.store.usual_debit(card.id)
-            if amount_fires(p.amount_minor or 0, total, count, rules):
-                fired.append(("amount", rules.amount_action,
-                              f"amount above {rules.amount_factor}x the card's average"))
-        for rule, action, detail in fired:
-            self.store.add_alert(now, rule, action, p.key, w.pan_masked, detail)
-        return any(action == "decline" for _, action, _ in fired)
+    # -- completions and reversals --------------------------------------------------
 
-    def _completion(self, w: _Work) -> None:
-        p, store = w.p, self.store
-        if not pan_valid(p.pan):
-            w.rc = "14"
-            return
-        original = p.original
-        assert original is not None
-        orig_key = make_key("010", p.terminal_id, original.stan, original.transmitted,
-                            original.acquirer)
-        w.orig_key = orig_key
-        auth = store.get_txn(orig_key) if original.mti in ("0100", "0101") else None
+    def _completion(self, f: Facts, pan_masked: str) -> Decision:
+        """A completion: match its authorization, then post the held amount
+        (the rest of the hold is released)."""
+        p, store, now = f.p, self.store, f.now
+        orig_key, names_auth = authorization_key(p)
+        auth = store.get_txn(orig_key) if names_auth else None
         hold = store.get_hold(auth.hold_id) if auth and auth.hold_id else None
-        if (auth is None or auth.state != "held" or hold is None
-                or hold.state != HoldState.PENDING or hold.expires_at <= w.request.received_at):
-            w.rc = "25"
-            return
+        rc = check_authorization_open(auth, None if hold is None else hold.state,
+                                      None if hold is None else hold.expires_at, now)
+        if rc is not None:
+            return Decision(rc, pan_masked=pan_masked, orig_key=orig_key)
+        assert auth is not None and hold is not None
         card = store.card_by_hash(pan_hash(self.config.pan_hash_key, p.pan))
-        w.card = card
-        if (card is None or card.id != auth.card_id or p.code2 != auth.code[:2]
-                or p.currency != auth.currency):
-            w.rc = "12"
-            return
+        rc = check_completion_matches(p, auth, None if card is None else card.id,
+                                      hold.amount_minor)
+        if rc is not None:
+            return Decision(rc, card=card, pan_masked=pan_masked, orig_key=orig_key)
         amount = p.amount_minor or 0
-        if amount <= 0 or amount > hold.amount_minor:
-            w.rc = "13"
-            return
-        now = w.request.received_at
         store.post_hold(hold.id, amount, p.key, now)
         released = hold.amount_minor - amount
         if released and auth.counts_daily and auth.card_id is not None:
             store.add_daily_usage(auth.card_id, auth.business_day, -released, 0)
-        store.update_txn(orig_key, state="completed", effective_minor=amount, hold_id=hold.id,
-                         orig_key=p.key)
-        w.state, w.effective, w.hold_id = "completion", amount, hold.id
-        w.debit, w.credit = hold.debit_account_id, hold.credit_account_id
+        store.update_txn(orig_key, state=TxnState.COMPLETED, effective_minor=amount,
+                         hold_id=hold.id, orig_key=p.key)
+        return Decision(ResponseCode.APPROVED, TxnState.COMPLETION, card, pan_masked,
+                        hold.debit_account_id, hold.credit_account_id, hold.id, amount,
+                        orig_key=orig_key)
 
-    def _reversal(self, w: _Work) -> None:
-        p, store, now = w.p, self.store, w.request.received_at
-        original = p.original
-        assert original is not None
-        orig_cls = {"0100": "010", "0101": "010", "0200": "020", "0201": "020", "0220": "022",
-                    "0221": "022"}.get(original.mti)
-        if orig_cls is None:
-            w.rc = "12"
-            return
-        orig_key = make_key(orig_cls, p.terminal_id, original.stan, original.transmitted,
-                            original.acquirer)
-        w.orig_key, w.state = orig_key, "reversal"
+    def _reversal(self, f: Facts, pan_masked: str) -> Decision:
+        """A reversal: match its original (remember it when the original
+        has not arrived), then give back the original's money."""
+        p, store = f.p, self.store
+        orig_key = original_key(p)
+        if orig_key is None:
+            return Decision(ResponseCode.INVALID_TRANSACTION, pan_masked=pan_masked)
         orig = store.get_txn(orig_key)
         if orig is None:
-            store.remember_reversal(orig_key, p.key, now)
-            if self._remembered is not None:
-                self._remembered.add(orig_key)
-                if len(self._remembered) > REMEMBERED_FILTER_MAX:
-                    self._remembered = None
-            w.state = "reversal-remembered"
-            return
-        if not w.pan_masked:
-            w.pan_masked = orig.pan_masked
+            self._remember_reversal(orig_key, p.key, f.now)
+            return Decision(ResponseCode.APPROVED, TxnState.REVERSAL_REMEMBERED,
+                            pan_masked=pan_masked, orig_key=orig_key)
+        pan_masked = pan_masked or orig.pan_masked
+        card: CardRow | None = None
         if p.pan:
             card = store.card_by_hash(pan_hash(self.config.pan_hash_key, p.pan))
-            w.card = card
-            # Two PANs not on file both have no card id: the masked PAN
-            # still tells them apart (section 3: DE2 differs -> 12).
-            if ((None if card is None else card.id) != orig.card_id
-                    or mask_pan(p.pan) != orig.pan_masked):
-                w.rc = "12"
-                return
         elif orig.card_id is not None:
-            w.card = store.get_card(orig.card_id)
-        if ((p.code and p.code != orig.code)
-                or (p.amount_minor is not None and p.amount_minor != orig.amount_minor)
-                or (p.currency is not None and p.currency != orig.currency)):
-            w.rc = "12"
-            return
+            card = store.get_card(orig.card_id)
+        decided = Decision(ResponseCode.APPROVED, TxnState.REVERSAL, card, pan_masked,
+                           orig_key=orig_key)
+        rc = check_reversal_matches(p, orig, None if card is None else card.id)
+        if rc is not None:
+            return dataclasses.replace(decided, rc=rc)
+        target = store.get_txn(orig.orig_key) if orig.state == TxnState.COMPLETION else orig
+        if target is None or target.state not in REVERSIBLE_STATES:
+            return decided
+        return self._reverse(f, target, decided)
+
+    def _remember_reversal(self, orig_key: str, key: str, now: datetime) -> None:
+        """A reversal whose original has not arrived: the original will be
+        declined (05) when it does."""
+        self.store.remember_reversal(orig_key, key, now)
+        if self._remembered is not None:
+            self._remembered.add(orig_key)
+            if len(self._remembered) > REMEMBERED_FILTER_MAX:
+                self._remembered = None
+
+    def _reverse(self, f: Facts, target: TxnRow, decided: Decision) -> Decision:
+        """Give back ``target``'s money down to the actual amount (DE95, else
+        zero): shrink or void its hold, or transfer the difference back."""
+        p, store, now = f.p, self.store, f.now
         actual = p.actual_minor or 0
-        if actual > orig.amount_minor:
-            w.rc = "13"
-            return
-        target = store.get_txn(orig.orig_key) if orig.state == "completion" else orig
-        if target is None or target.state not in ("held", "referred", "posted", "completed"):
-            return
         delta = target.effective_minor - actual
         if delta <= 0:
-            return
+            return decided
         hold_id = target.hold_id
-        if target.state in ("held", "referred"):
-            hold = store.get_hold(target.hold_id) if target.hold_id else None
-            if hold is None or hold.state != HoldState.PENDING:
-                return
-            if actual == 0:
-                store.void_hold(hold.id, p.key, now)
-            else:
-                hold_id = store.move([
-                    Entry(TransferKind.VOID_PENDING, pending_id=hold.id, ref=p.key),
-                    Entry(TransferKind.PENDING, hold.debit_account_id, hold.credit_account_id,
-                          actual, hold.currency, expires_at=hold.expires_at, ref=p.key),
-                ], now)[1]
-            if target.state == "referred":
-                review = store.review_by_txn(target.key)
-                if review is not None:
-                    store.set_review(review[0], "reversed" if actual == 0 else review[3],
-                                     hold_id or 0, now)
+        if target.state in HOLD_STATES:
+            moved = self._reverse_hold(p, target, actual, now)
+            if moved is None:
+                return decided
+            hold_id = moved
         else:
             assert target.debit_account_id is not None and target.credit_account_id is not None
             try:
                 store.transfer(target.credit_account_id, target.debit_account_id, delta,
                                target.currency, p.key, now)
             except InsufficientFunds:
-                w.rc = "51"
-                return
-        new_state = "reversed" if actual == 0 else target.state
+                return dataclasses.replace(decided, rc=ResponseCode.INSUFFICIENT_FUNDS)
+        new_state = TxnState.REVERSED if actual == 0 else target.state
         store.update_txn(target.key, state=new_state, effective_minor=actual,
                          hold_id=hold_id if actual else target.hold_id)
         if target.counts_daily and target.card_id is not None:
             store.add_daily_usage(target.card_id, target.business_day, -delta,
                                   -1 if actual == 0 else 0)
-        w.effective = delta
-        w.debit, w.credit = target.credit_account_id, target.debit_account_id
+        return dataclasses.replace(decided, effective=delta, debit=target.credit_account_id,
+                                   credit=target.debit_account_id)
+
+    def _reverse_hold(self, p: Parsed, target: TxnRow, actual: int,
+                      now: datetime) -> int | None:
+        """Void the original's hold, or replace it by one of the actual
+        amount; the hold id the original keeps, or None when its hold is no
+        longer pending (nothing to give back)."""
+        store = self.store
+        hold = store.get_hold(target.hold_id) if target.hold_id else None
+        if hold is None or hold.state != HoldState.PENDING:
+            return None
+        hold_id = target.hold_id
+        if actual == 0:
+            store.void_hold(hold.id, p.key, now)
+        else:
+            hold_id = store.move([
+                Entry(TransferKind.VOID_PENDING, pending_id=hold.id, ref=p.key),
+                Entry(TransferKind.PENDING, hold.debit_account_id, hold.credit_account_id,
+                      actual, hold.currency, expires_at=hold.expires_at, ref=p.key),
+            ], now)[1]
+        if target.state == TxnState.REFERRED:
+            review = store.review_by_txn(target.key)
+            if review is not None:
+                store.set_review(review[0], ReviewState.REVERSED if actual == 0 else review[3],
+                                 hold_id or 0, now)
+        return hold_id
 
     # -- review queue --------------------------------------------------------------
 
@@ -788,10 +719,10 @@ class Processor:
             if review is None:
                 raise ValueError("no such review")
             _, txn_key, hold_id, state = review
-            wanted = "approved" if approve else "declined"
+            wanted = ReviewState.APPROVED if approve else ReviewState.DECLINED
             if state == wanted:
                 return f"review {review_id} was already {wanted}"
-            if state != "pending":
+            if state != ReviewState.PENDING:
                 raise ValueError(f"review {review_id} is {state}")
             txn = store.get_txn(txn_key)
             hold = store.get_hold(hold_id)
@@ -802,11 +733,11 @@ class Processor:
                 return f"review {review_id} expired before it was decided"
             if approve:
                 store.post_hold(hold_id, hold.amount_minor, f"review {review_id}", now)
-                store.update_txn(txn_key, state="posted", effective_minor=hold.amount_minor,
+                store.update_txn(txn_key, state=TxnState.POSTED, effective_minor=hold.amount_minor,
                                  hold_id=hold_id)
             else:
                 store.void_hold(hold_id, f"review {review_id}", now)
-                store.update_txn(txn_key, state="review-declined", effective_minor=0,
+                store.update_txn(txn_key, state=TxnState.REVIEW_DECLINED, effective_minor=0,
                                  hold_id=hold_id)
                 if txn.counts_daily and txn.card_id is not None:
                     store.add_daily_usage(txn.card_id, txn.business_day,
@@ -817,21 +748,29 @@ class Processor:
 
 def _mac_refused(request: Request, mti: str, terminal: TerminalRow | None) -> bool:
     """A wrong MAC, or none where the terminal or the MTI needs one (63)."""
-    return request.mac_status == "invalid" or (
-        mac_required(terminal, mti) and request.mac_status != "valid"
-    )
+    return check_mac(request_verdict(request.mac_status, terminal, mti)) is not None
 
 
-def _pvd(card: CardRow) -> PinVerificationData:
-    return PinVerificationData(card.pvd_method, card.pvd_pvki, card.pvd_value, card.pvd_key_name)
+def _parties(code: str, source: Account, dest: Account | None,
+             merchant: MerchantRow) -> tuple[int, int]:
+    """The accounts an original debits and credits: a refund pays the card
+    from the merchant's settlement account; a transfer moves from source to
+    destination; a purchase pays the settlement account and a withdrawal the
+    cash clearing account."""
+    if code == TxnType.REFUND:
+        return merchant.settlement_account_id, source.id
+    if code == TxnType.FUNDS_TRANSFER:
+        assert dest is not None
+        return source.id, dest.id
+    if code == TxnType.PURCHASE:
+        return source.id, merchant.settlement_account_id
+    return source.id, merchant.cash_account_id
 
 
 def _balances(account_type: str, account: Account) -> str:
-    """DE54: per balance, account type 2 + amount type 2 (01 ledger, 02
-    available) + currency 3 + C/D + amount 12."""
-    parts = []
-    for amount_type, value in (("01", account.ledger_balance_minor),
-                               ("02", account.available_balance_minor)):
-        sign = "C" if value >= 0 else "D"
-        parts.append(f"{account_type}{amount_type}{account.currency:03d}{sign}{abs(value):012d}")
-    return "".join(parts)
+    """DE54 of a balance inquiry: the ledger then the available balance."""
+    currency = f"{account.currency:03d}"
+    return build_de54((
+        Balance(account_type, AMOUNT_TYPE_LEDGER, currency, account.ledger_balance_minor),
+        Balance(account_type, AMOUNT_TYPE_AVAILABLE, currency, account.available_balance_minor),
+    ))

@@ -11,7 +11,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from iso_switch.codec.subfields import (
+    DE90_CHARS,
+    SubfieldError,
+    de95_actual_amount,
+    normalize_institution_id,
+    parse_de90,
+)
+from iso_switch.acquirer.mac import MAC_FIELDS
+from iso_switch.codes import TxnType
 from iso_switch.issuer import hmac_sha256
+from iso_switch.protocol.session import valid_de7
 
 CLASS_OF_MTI = {
     "0100": "010", "0101": "010", "0200": "020", "0201": "020", "0220": "022", "0221": "022",
@@ -38,14 +48,13 @@ LISTED_OPTIONAL = {
 }
 ECHO_FIELDS = ("2", "3", "4", "7", "11", "12", "13", "32", "41", "42", "49", "70", "90", "102",
                "103")
-MAC_FIELDS = ("64", "128")
 _HEX = frozenset("0123456789abcdefABCDEF")
 PAN_DIGITS_MAX = 19
 AMOUNT_DIGITS_MAX = 12
 ACCOUNT_CHARS_MAX = 28
 KSN_HEX_CHARS = 20
 PIN_BLOCK_HEX_CHARS = 16
-DE90_DIGITS = 42
+DE90_DIGITS = DE90_CHARS
 DE32_DIGITS_MAX = 11
 
 
@@ -112,25 +121,9 @@ def _hex(value: str, field: str, length: int) -> str:
     return value.upper()
 
 
-# Days per month for DE7 (MMDDhhmmss carries no year, so 29 February is valid).
-_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-
-
-def valid_mmddhhmmss(value: str) -> bool:
-    """Whether ``value`` is a real MMDDhhmmss moment (interface section 3:
-    DE7 is MMDDhhmmss in UTC): 10 digits, a month, a day of that month
-    (0230 and 0431 are not), an hour, minute and second."""
-    if len(value) != 10 or not (value.isascii() and value.isdigit()):
-        return False
-    month, day = int(value[0:2]), int(value[2:4])
-    hour, minute, second = int(value[4:6]), int(value[6:8]), int(value[8:10])
-    return (1 <= month <= 12 and 1 <= day <= _DAYS_IN_MONTH[month - 1] and hour < 24
-            and minute < 60 and second < 60)
-
-
 def _check_de7(value: str) -> str:
     _digits(value, "7", exact=10)
-    if not valid_mmddhhmmss(value):
+    if not valid_de7(value):
         raise FormatError("DE7 is not a valid MMDDhhmmss")
     return value
 
@@ -173,6 +166,27 @@ def parse_request(fields: Mapping[str, str], content_key: bytes) -> Parsed:
     for name in MANDATORY[cls]:
         if not f.get(name, "").strip():
             raise FormatError(f"DE{name} is missing")
+    pan, expiry = _card_fields(f, cls)
+    code, amount, currency = _amount_fields(f)
+    transmitted, stan, acquirer = _trace_fields(f)
+    original, actual = _reference_fields(f)
+    pin_block, ksn = _security_fields(f, fields)
+    source, dest = _account_fields(f, cls, code)
+    terminal_id = f["41"]
+    key = f"{cls}|{terminal_id}|{stan}|{transmitted}|{acquirer}"  # make_key, inlined
+    content_text = "|".join((pan, code, f.get("4", ""), f.get("49", ""), source, dest))
+    content = hmac_sha256(content_key, content_text.encode())
+    return Parsed(
+        mti=mti, cls=cls, pan=pan, expiry=expiry, code=code, amount_minor=amount,
+        currency=currency, terminal_id=terminal_id, terminal=terminal_id.strip(),
+        merchant=f["42"].strip(), stan=stan, transmitted=transmitted, acquirer=acquirer,
+        original=original, actual_minor=actual, pin_block=pin_block, ksn=ksn,
+        source_account=source, dest_account=dest, key=key, content=content,
+    )
+
+
+def _card_fields(f: Mapping[str, str], cls: str) -> tuple[str, str]:
+    """The PAN (DE2, or from DE35: they must agree) and presented expiry."""
     pan = expiry = ""
     if "2" in f:
         pan = f["2"]
@@ -189,6 +203,11 @@ def parse_request(fields: Mapping[str, str], content_key: bytes) -> Parsed:
         expiry = f["14"]
         if not _is_digits(expiry, 4):
             _digits(expiry, "14", exact=4)
+    return pan, expiry
+
+
+def _amount_fields(f: Mapping[str, str]) -> tuple[str, int | None, int | None]:
+    """DE3 (processing code), DE4 (amount, minor units), DE49 (currency)."""
     code = ""
     if "3" in f:
         code = f["3"]
@@ -206,8 +225,14 @@ def parse_request(fields: Mapping[str, str], content_key: bytes) -> Parsed:
         if not _is_digits(text, 3):
             _digits(text, "49", exact=3)
         currency = int(text)
+    return code, amount, currency
+
+
+def _trace_fields(f: Mapping[str, str]) -> tuple[str, str, str]:
+    """DE7, DE11 and DE32 (the key's parts; DE32 normalised), after
+    checking DE12, DE13 and DE22 when present."""
     transmitted = f["7"]
-    if not (_is_digits(transmitted, 10) and valid_mmddhhmmss(transmitted)):
+    if not (_is_digits(transmitted, 10) and valid_de7(transmitted)):
         _check_de7(transmitted)
     stan = f["11"]
     if not _is_digits(stan, 6):
@@ -215,37 +240,49 @@ def parse_request(fields: Mapping[str, str], content_key: bytes) -> Parsed:
     for name, length in (("12", 6), ("13", 4), ("22", 3)):
         if name in f and not _is_digits(f[name], length):
             _digits(f[name], name, exact=length)
-    acquirer = _digits(f["32"], "32", most=DE32_DIGITS_MAX).lstrip("0") if "32" in f else ""
-    original = None
-    if "90" in f:
-        de90 = _digits(f["90"], "90", exact=DE90_DIGITS)
-        original = Original(de90[0:4], de90[4:10], de90[10:20], de90[20:31].lstrip("0"))
-    actual = None
-    if "95" in f:
-        actual = int(_digits(f["95"][:AMOUNT_DIGITS_MAX], "95", exact=AMOUNT_DIGITS_MAX))
+    acquirer = ""
+    if "32" in f:
+        acquirer = normalize_institution_id(_digits(f["32"], "32", most=DE32_DIGITS_MAX))
+    return transmitted, stan, acquirer
+
+
+def _reference_fields(f: Mapping[str, str]) -> tuple[Original | None, int | None]:
+    """DE90 (the original a completion or reversal names) and DE95's
+    actual amount, through :mod:`iso_switch.codec.subfields`."""
+    original = actual = None
+    try:
+        if "90" in f:
+            data = parse_de90(f["90"])
+            original = Original(data.mti, data.stan, data.transmitted,
+                                normalize_institution_id(data.acquirer_id))
+        if "95" in f:
+            actual = de95_actual_amount(f["95"])
+    except SubfieldError as exc:
+        raise FormatError(str(exc)) from None
+    return original, actual
+
+
+def _security_fields(f: Mapping[str, str],
+                     fields: Mapping[str, str]) -> tuple[bytes | None, str | None]:
+    """DE52 (PIN block) and DE62 (KSN), which a PIN block or a MAC needs."""
     pin_block = bytes.fromhex(_hex(f["52"], "52", PIN_BLOCK_HEX_CHARS)) if "52" in f else None
     ksn = _hex(f["62"], "62", KSN_HEX_CHARS) if "62" in f else None
     if ksn is None and (pin_block is not None or any(name in fields for name in MAC_FIELDS)):
         raise FormatError("DE62 (KSN) is missing")
+    return pin_block, ksn
+
+
+def _account_fields(f: Mapping[str, str], cls: str, code: str) -> tuple[str, str]:
+    """DE102 and DE103 (a transfer's source and destination accounts)."""
     source = f.get("102", "").strip()
     dest = f.get("103", "").strip()
     if len(source) > ACCOUNT_CHARS_MAX or len(dest) > ACCOUNT_CHARS_MAX:
         raise FormatError("DE102/DE103 too long")
     # DE103 is mandatory for 40 in the 0100/0200 row (section 3): a format
     # error (30) comes before "40 is not allowed on 0100" (12).
-    if cls in ("010", "020") and code[:2] == "40" and not dest:
+    if cls in ("010", "020") and code[:2] == TxnType.FUNDS_TRANSFER and not dest:
         raise FormatError("DE103 is missing for a transfer")
-    terminal_id = f["41"]
-    key = f"{cls}|{terminal_id}|{stan}|{transmitted}|{acquirer}"  # make_key, inlined
-    content_text = "|".join((pan, code, f.get("4", ""), f.get("49", ""), source, dest))
-    content = hmac_sha256(content_key, content_text.encode())
-    return Parsed(
-        mti=mti, cls=cls, pan=pan, expiry=expiry, code=code, amount_minor=amount,
-        currency=currency, terminal_id=terminal_id, terminal=terminal_id.strip(),
-        merchant=f["42"].strip(), stan=stan, transmitted=transmitted, acquirer=acquirer,
-        original=original, actual_minor=actual, pin_block=pin_block, ksn=ksn,
-        source_account=source, dest_account=dest, key=key, content=content,
-    )
+    return source, dest
 
 
 def response_mti(mti: str) -> str:

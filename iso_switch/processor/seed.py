@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from iso_switch.codec.masking import mask_pan
-from iso_switch.issuer import pan_hash
+from iso_switch.codes import KNOWN_TXN_TYPES, TxnType
+from iso_switch.issuer import CardState, pan_hash
 from iso_switch.ledger import AccountKind, SqliteLedgerStore
 from iso_switch.ledger.records import CardRow, IssuerRow, MerchantRow, TerminalRow
 from iso_switch.processor.model import PinHsm, ProcessorConfig
@@ -25,7 +26,7 @@ SETTLEMENT_ACCOUNT = "6222020000009999"
 CASH_CLEARING_ACCOUNT = "6222020000009990"
 MERCHANT_ID = "MERCHANT0000001"
 ON_US_BIN = "476173"
-ALL_CODES = frozenset({"00", "01", "20", "30", "31", "40"})
+ALL_CODES = frozenset(txn_type.value for txn_type in KNOWN_TXN_TYPES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,15 +41,16 @@ class DemoCard:
 
 # Demo cards: public test data (docs/interface.md section 6), never real cards.
 DEMO_CARDS = (
-    DemoCard("4761739001010010", "2812", "1234", "active", "6222020000000015", 1_000_000),
-    DemoCard("4761739001010028", "2812", "4321", "active", "6222020000000023", 5_000),
-    DemoCard("4761739001010036", "2812", "1111", "lost", "6222020000000031", 100_000),
-    DemoCard("4761739001010044", "2812", "1111", "stolen", "6222020000000049", 100_000),
-    DemoCard("4761739001010051", "2001", "1111", "active", "6222020000000056", 100_000),
+    DemoCard("4761739001010010", "2812", "1234", CardState.ACTIVE, "6222020000000015", 1_000_000),
+    DemoCard("4761739001010028", "2812", "4321", CardState.ACTIVE, "6222020000000023", 5_000),
+    DemoCard("4761739001010036", "2812", "1111", CardState.LOST, "6222020000000031", 100_000),
+    DemoCard("4761739001010044", "2812", "1111", CardState.STOLEN, "6222020000000049", 100_000),
+    DemoCard("4761739001010051", "2001", "1111", CardState.ACTIVE, "6222020000000056", 100_000),
 )
 DEMO_TERMINALS = (
     TerminalRow("TERM0001", MERCHANT_ID, True, ALL_CODES),
-    TerminalRow("TERM0002", MERCHANT_ID, True, ALL_CODES - {"01", "40"}),
+    TerminalRow("TERM0002", MERCHANT_ID, True,
+                ALL_CODES - {TxnType.CASH_WITHDRAWAL.value, TxnType.FUNDS_TRANSFER.value}),
     TerminalRow("TERM0003", MERCHANT_ID, False, ALL_CODES),
 )
 

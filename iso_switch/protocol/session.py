@@ -18,6 +18,7 @@ import enum
 from collections.abc import Mapping
 from typing import Final
 
+from iso_switch.codes import ResponseCode
 from iso_switch.protocol.errors import LocalProtocolError
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "Session",
     "SignOnState",
     "answer_network_management",
+    "valid_de7",
 ]
 
 #: Default bound on requests read from one connection and not yet answered.
@@ -40,9 +42,9 @@ NETWORK_MANAGEMENT_MANDATORY: Final = ("7", "11", "70")
 # 3, "Responses": DE7, DE11, DE41, DE70 are the ones an 0800 may carry).
 _ECHOED_FIELDS: Final = ("7", "11", "41", "70")
 
-RC_APPROVED: Final = "00"
-RC_INVALID_TRANSACTION: Final = "12"
-RC_FORMAT_ERROR: Final = "30"
+RC_APPROVED: Final = ResponseCode.APPROVED.value
+RC_INVALID_TRANSACTION: Final = ResponseCode.INVALID_TRANSACTION.value
+RC_FORMAT_ERROR: Final = ResponseCode.FORMAT_ERROR.value
 
 
 class NetworkCode(enum.StrEnum):
@@ -89,7 +91,7 @@ def answer_network_management(fields: Mapping[str, str]) -> dict[str, str]:
         if value is not None:
             response[name] = value
     if not all(fields.get(name) for name in NETWORK_MANAGEMENT_MANDATORY) or not (
-        _valid_de7(fields["7"]) and _is_digits(fields["11"], STAN_DIGITS)
+        valid_de7(fields["7"]) and _is_digits(fields["11"], STAN_DIGITS)
     ):
         response["39"] = RC_FORMAT_ERROR
     elif fields["70"] not in _NETWORK_CODES:
@@ -112,12 +114,15 @@ def _is_digits(value: str, count: int) -> bool:
     return len(value) == count and value.isascii() and value.isdigit()
 
 
-def _valid_de7(value: str) -> bool:
-    """Interface section 3: DE7 is MMDDhhmmss in UTC, and an undecodable
-    field is a format error (30) on an 0800 as on any request."""
+def valid_de7(value: str) -> bool:
+    """Whether ``value`` is a real MMDDhhmmss moment: interface section 3
+    says DE7 is MMDDhhmmss in UTC, and an undecodable field is a format
+    error (30) on every request, 0800 or financial. 10 digits, a month, a
+    day of that month (0230 and 0431 are not), an hour, minute and second."""
     if not _is_digits(value, _DE7_DIGITS):
         return False
-    month, day, hour, minute, second = (int(value[i:i + 2]) for i in range(0, 10, 2))
+    month, day = int(value[0:2]), int(value[2:4])
+    hour, minute, second = int(value[4:6]), int(value[6:8]), int(value[8:10])
     return (1 <= month <= 12 and 1 <= day <= _DAYS_IN_MONTH[month - 1] and hour < 24
             and minute < 60 and second < 60)
 

@@ -4,11 +4,14 @@ Longest-prefix match over the route table. Issuers are in-process now (the
 on-us issuer, id ``onus``); the table names an issuer id so a remote issuer
 link can be added later without changing the lookup. A route to an issuer
 that is marked down, or that has no link in this process, answers 91.
+:func:`check_route` is the routing step of the order of checks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from iso_switch.codes import ResponseCode
 
 ON_US_ISSUER = "onus"
 BIN_LENGTH_MAX = 11
@@ -26,3 +29,13 @@ class BinTable:
             if issuer is not None:
                 return issuer
         return None
+
+
+def check_route(issuer_id: str | None, issuer_available: bool) -> ResponseCode | None:
+    """``15`` when no route matches the PAN; ``91`` when the issuer it names
+    is down or is not served in this process (only the on-us issuer is)."""
+    if issuer_id is None:
+        return ResponseCode.NO_SUCH_ISSUER
+    if not issuer_available or issuer_id != ON_US_ISSUER:
+        return ResponseCode.ISSUER_INOPERATIVE
+    return None
