@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from iso_switch.acquirer.mac import MAC_FIELDS
 from iso_switch.codec.subfields import (
     DE90_CHARS,
     SubfieldError,
@@ -18,7 +19,6 @@ from iso_switch.codec.subfields import (
     normalize_institution_id,
     parse_de90,
 )
-from iso_switch.acquirer.mac import MAC_FIELDS
 from iso_switch.codes import TxnType
 from iso_switch.issuer import hmac_sha256
 from iso_switch.protocol.session import valid_de7
