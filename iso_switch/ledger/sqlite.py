@@ -31,9 +31,9 @@ import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from iso_switch.ledger.audit import AuditMixin
 from iso_switch.ledger.model import (
@@ -52,8 +52,12 @@ from iso_switch.ledger.model import (
     parse_ts,
     ts,
 )
+from iso_switch.ledger.model import Entry as Entry  # re-exported: the store's argument type
 from iso_switch.ledger.records import RecordsMixin
 from iso_switch.ledger.schema import MIGRATIONS
+
+if TYPE_CHECKING:
+    from iso_switch.ledger.store import AdminLedgerStore
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 # How long a writer waits for another process's write lock (the CLI) before
@@ -67,26 +71,6 @@ _ACCOUNT_COLUMNS = (
     "id, number, currency, kind, closed, debits_pending, debits_posted, "
     "credits_pending, credits_posted"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One leg of a linked group handed to :meth:`SqliteLedgerStore.move`.
-
-    For ``POSTED`` and ``PENDING``: debit, credit, amount and currency. For
-    ``POST_PENDING``: ``pending_id`` and the amount to post (at most the
-    held amount; the rest is released). For ``VOID_PENDING`` and
-    ``EXPIRE_PENDING``: ``pending_id`` only.
-    """
-
-    kind: TransferKind
-    debit_account_id: int = 0
-    credit_account_id: int = 0
-    amount_minor: int = 0
-    currency: int = 0
-    pending_id: int = 0
-    expires_at: datetime | None = None
-    ref: str = ""
 
 
 class _Row:
@@ -272,6 +256,13 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
         the signal to drop cached reference data."""
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
+    def reference_version(self) -> int:
+        """The store's opaque token for reference data (:class:`LedgerStore`):
+        on SQLite, :meth:`data_version`, which moves on any other
+        connection's commit (reference data or not: a reload too many,
+        never one too few)."""
+        return self.data_version()
+
     def begin(self) -> None:
         """Start the write transaction of one batch (takes the write lock).
         Drops the cached cards if another connection has committed since
@@ -305,16 +296,26 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
         self._ksn_cache.clear()
         self._txn_accounts.clear()
 
-    def savepoint(self) -> None:
+    # The per-request undo scope (:class:`LedgerStore`), as one SQLite
+    # savepoint; the savepoint names are kept for callers that use them.
+
+    def begin_request(self) -> None:
+        """Open the undo scope of one request inside the batch transaction."""
         self.conn.execute("SAVEPOINT request")
 
-    def release(self) -> None:
+    def end_request(self) -> None:
+        """Keep the request's writes (they commit or roll back with the batch)."""
         self.conn.execute("RELEASE request")
 
-    def rollback_to(self) -> None:
+    def undo_request(self) -> None:
+        """Drop the request's writes and close its scope; the batch goes on."""
         self._forget_uncommitted()
         self.conn.execute("ROLLBACK TO request")
         self.conn.execute("RELEASE request")
+
+    savepoint = begin_request
+    release = end_request
+    rollback_to = undo_request
 
     @contextmanager
     def write(self) -> Iterator[None]:
@@ -663,3 +664,11 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
             ):
                 problems.append(f"hold {hold_id}: pending past its expiry")
         return problems
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_protocols(store: SqliteLedgerStore) -> AdminLedgerStore:
+        """mypy proves here that this store is an :class:`AdminLedgerStore`
+        (and so a :class:`~iso_switch.ledger.store.LedgerStore`)."""
+        return store
