@@ -118,6 +118,95 @@ _LOAD_ROWS_QUERIES[2] = (
 )
 
 
+# The entry kinds that open a transfer between two accounts; the others
+# resolve a hold.
+_OPENING_KINDS = frozenset((TransferKind.POSTED, TransferKind.PENDING))
+
+# What applying one entry gives :meth:`SqliteLedgerStore.move`: the debit and
+# credit rows, the amount, the currency and the resolved hold's id (or None).
+_Applied = tuple[_Row, _Row, int, int, int | None]
+
+
+def _accounts_of(entries: Sequence[Entry], holds: dict[int, Hold]) -> set[int]:
+    """Ids of every account the group touches (a hold's, for its resolutions)."""
+    wanted: set[int] = set()
+    for entry in entries:
+        if entry.pending_id:
+            hold = holds[entry.pending_id]
+            wanted.update((hold.debit_account_id, hold.credit_account_id))
+        else:
+            wanted.update((entry.debit_account_id, entry.credit_account_id))
+    return wanted
+
+
+def _check_opening(debit: _Row, credit: _Row, amount_minor: int, currency: int) -> None:
+    """The rules every new transfer meets before it touches a total (the
+    cardholder floor is checked after, on the changed totals)."""
+    if amount_minor <= 0:
+        raise InvalidAmount("amount must be positive")
+    if debit.id == credit.id:
+        raise InvalidAmount("debit and credit accounts must differ")
+    if not debit.currency == credit.currency == currency:
+        raise CurrencyMismatch("accounts and transfer differ in currency")
+    for row in (debit, credit):
+        if row.closed:
+            raise AccountClosed(row.id)
+
+
+def _open_transfer(
+    entry: Entry, accounts: dict[int, _Row], transfer_id: int,
+    hold_inserts: list[tuple[object, ...]],
+) -> _Applied:
+    """A ``POSTED`` or ``PENDING`` entry applied to the working rows; a
+    pending one also queues its hold row."""
+    amount = entry.amount_minor
+    debit, credit = accounts[entry.debit_account_id], accounts[entry.credit_account_id]
+    _check_opening(debit, credit, amount, entry.currency)
+    if entry.kind == TransferKind.POSTED:
+        debit.dpo += amount
+        credit.cpo += amount
+    else:
+        if entry.expires_at is None:
+            raise LedgerError("a hold needs an expiry")
+        debit.dp += amount
+        credit.cp += amount
+        hold_inserts.append((
+            transfer_id, debit.id, credit.id, amount, entry.currency, ts(entry.expires_at),
+        ))
+    return debit, credit, amount, entry.currency, None
+
+
+def _resolve_hold(
+    entry: Entry, hold: Hold, accounts: dict[int, _Row],
+    hold_updates: dict[int, tuple[str, int]],
+) -> _Applied:
+    """A post, void or expiry of ``hold`` applied to the working rows: the
+    held amount is released, a post then moves what it posts. A hold
+    resolves once, in the store and within the group."""
+    if hold.state != HoldState.PENDING or hold.id in hold_updates:
+        raise HoldNotPending("hold already resolved")
+    debit, credit = accounts[hold.debit_account_id], accounts[hold.credit_account_id]
+    debit.dp -= hold.amount_minor
+    credit.cp -= hold.amount_minor
+    if entry.kind == TransferKind.POST_PENDING:
+        amount = entry.amount_minor
+        if not 0 < amount <= hold.amount_minor:
+            raise InvalidAmount("posted amount must be positive and at most the hold")
+        for row in (debit, credit):
+            if row.closed:
+                raise AccountClosed(row.id)
+        debit.dpo += amount
+        credit.cpo += amount
+        hold_updates[hold.id] = (HoldState.POSTED, amount)
+    elif entry.kind == TransferKind.VOID_PENDING:
+        amount = hold.amount_minor
+        hold_updates[hold.id] = (HoldState.VOIDED, 0)
+    else:
+        amount = hold.amount_minor
+        hold_updates[hold.id] = (HoldState.EXPIRED, 0)
+    return debit, credit, amount, hold.currency, hold.id
+
+
 _ACCOUNT_KINDS = {str(kind): kind for kind in AccountKind}
 
 
@@ -393,15 +482,7 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
         transfer_id = self._next_transfer_id
         self._next_transfer_id += 1
         debit_row, credit_row = accounts[debit], accounts[credit]
-        if amount_minor <= 0:
-            raise InvalidAmount("amount must be positive")
-        if debit == credit:
-            raise InvalidAmount("debit and credit accounts must differ")
-        if not debit_row.currency == credit_row.currency == currency:
-            raise CurrencyMismatch("accounts and transfer differ in currency")
-        for row in (debit_row, credit_row):
-            if row.closed:
-                raise AccountClosed(row.id)
+        _check_opening(debit_row, credit_row, amount_minor, currency)
         debit_row.dpo += amount_minor
         credit_row.cpo += amount_minor
         debit_row.check_floor()
@@ -450,24 +531,15 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
 
     def move(self, entries: Sequence[Entry], now: datetime) -> list[int]:
         """Apply a linked group: all entries succeed, or a :class:`LedgerError`
-        is raised and nothing is written. Returns the new transfer ids."""
+        is raised and nothing is written. Returns the new transfer ids.
+
+        Every entry is checked and applied to working copies of the
+        accounts first (:func:`_open_transfer`, :func:`_resolve_hold`); only
+        a group that passed whole reaches :meth:`_write`."""
         if not self._in_txn:
             raise RuntimeError("ledger writes need an open transaction (begin)")
-        holds: dict[int, Hold] = {}
-        for entry in entries:
-            if entry.pending_id and entry.pending_id not in holds:
-                found = self.get_hold(entry.pending_id)
-                if found is None:
-                    raise HoldNotPending("no such hold")
-                holds[entry.pending_id] = found
-        wanted: set[int] = set()
-        for entry in entries:
-            if entry.pending_id:
-                hold = holds[entry.pending_id]
-                wanted.update((hold.debit_account_id, hold.credit_account_id))
-            else:
-                wanted.update((entry.debit_account_id, entry.credit_account_id))
-        accounts = self._load_rows(wanted)
+        holds = self._holds_of(entries)
+        accounts = self._load_rows(_accounts_of(entries, holds))
         created_at = ts(now)
         transfer_rows: list[tuple[object, ...]] = []
         hold_inserts: list[tuple[object, ...]] = []
@@ -476,57 +548,12 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
         for entry in entries:
             transfer_id = self._next_transfer_id
             self._next_transfer_id += 1
-            if entry.kind in (TransferKind.POSTED, TransferKind.PENDING):
-                amount = entry.amount_minor
-                debit, credit = accounts[entry.debit_account_id], accounts[entry.credit_account_id]
-                if amount <= 0:
-                    raise InvalidAmount("amount must be positive")
-                if debit.id == credit.id:
-                    raise InvalidAmount("debit and credit accounts must differ")
-                if not debit.currency == credit.currency == entry.currency:
-                    raise CurrencyMismatch("accounts and transfer differ in currency")
-                for row in (debit, credit):
-                    if row.closed:
-                        raise AccountClosed(row.id)
-                if entry.kind == TransferKind.POSTED:
-                    debit.dpo += amount
-                    credit.cpo += amount
-                else:
-                    if entry.expires_at is None:
-                        raise LedgerError("a hold needs an expiry")
-                    debit.dp += amount
-                    credit.cp += amount
-                    hold_inserts.append((
-                        transfer_id, debit.id, credit.id, amount, entry.currency,
-                        ts(entry.expires_at),
-                    ))
-                pending_id = None
-                currency = entry.currency
+            if entry.kind in _OPENING_KINDS:
+                debit, credit, amount, currency, pending_id = _open_transfer(
+                    entry, accounts, transfer_id, hold_inserts)
             else:
-                hold = holds[entry.pending_id]
-                if hold.state != HoldState.PENDING or hold.id in hold_updates:
-                    raise HoldNotPending("hold already resolved")
-                debit, credit = accounts[hold.debit_account_id], accounts[hold.credit_account_id]
-                debit.dp -= hold.amount_minor
-                credit.cp -= hold.amount_minor
-                if entry.kind == TransferKind.POST_PENDING:
-                    amount = entry.amount_minor
-                    if not 0 < amount <= hold.amount_minor:
-                        raise InvalidAmount("posted amount must be positive and at most the hold")
-                    for row in (debit, credit):
-                        if row.closed:
-                            raise AccountClosed(row.id)
-                    debit.dpo += amount
-                    credit.cpo += amount
-                    hold_updates[hold.id] = (HoldState.POSTED, amount)
-                elif entry.kind == TransferKind.VOID_PENDING:
-                    amount = hold.amount_minor
-                    hold_updates[hold.id] = (HoldState.VOIDED, 0)
-                else:
-                    amount = hold.amount_minor
-                    hold_updates[hold.id] = (HoldState.EXPIRED, 0)
-                pending_id = hold.id
-                currency = hold.currency
+                debit, credit, amount, currency, pending_id = _resolve_hold(
+                    entry, holds[entry.pending_id], accounts, hold_updates)
             debit.check_floor()
             debit.dirty = credit.dirty = True
             transfer_rows.append((
@@ -536,6 +563,17 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
             ids.append(transfer_id)
         self._write(accounts, transfer_rows, hold_inserts, hold_updates)
         return ids
+
+    def _holds_of(self, entries: Sequence[Entry]) -> dict[int, Hold]:
+        """The holds the group resolves, by id; an unknown one refuses the group."""
+        holds: dict[int, Hold] = {}
+        for entry in entries:
+            if entry.pending_id and entry.pending_id not in holds:
+                found = self.get_hold(entry.pending_id)
+                if found is None:
+                    raise HoldNotPending("no such hold")
+                holds[entry.pending_id] = found
+        return holds
 
     def _load_rows(self, ids: set[int]) -> dict[int, _Row]:
         """Working copies of the accounts. Rows already read or written in
