@@ -641,22 +641,37 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
         expiry), posted, voided or expired, with exactly the transfers its
         state implies.
         """
-        problems: list[str] = []
-        conn = self.conn
-        for currency, dp, dpo, cp, cpo in conn.execute(
+        problems = [
+            *self._unbalanced_currencies(),
+            *self._cardholders_below_zero(),
+            *self._totals_unlike_transfers(),
+            *self._holds_unlike_transfers(),
+        ]
+        if now is not None:
+            problems.extend(self._holds_past_expiry(now))
+        return problems
+
+    def _unbalanced_currencies(self) -> Iterator[str]:
+        for currency, dp, dpo, cp, cpo in self.conn.execute(
             "SELECT currency, sum(debits_pending), sum(debits_posted), sum(credits_pending), "
             "sum(credits_posted) FROM accounts GROUP BY currency"
         ):
             if dp != cp:
-                problems.append(f"currency {currency}: pending debits {dp} != credits {cp}")
+                yield f"currency {currency}: pending debits {dp} != credits {cp}"
             if dpo != cpo:
-                problems.append(f"currency {currency}: posted debits {dpo} != credits {cpo}")
-        for (account_id,) in conn.execute(
+                yield f"currency {currency}: posted debits {dpo} != credits {cpo}"
+
+    def _cardholders_below_zero(self) -> Iterator[str]:
+        for (account_id,) in self.conn.execute(
             "SELECT id FROM accounts WHERE kind = 'cardholder' "
             "AND debits_pending + debits_posted > credits_posted"
         ):
-            problems.append(f"account id {account_id}: cardholder account below zero")
-        recomputed = conn.execute(
+            yield f"account id {account_id}: cardholder account below zero"
+
+    def _totals_unlike_transfers(self) -> Iterator[str]:
+        """Accounts whose four totals differ from a sum over their transfers
+        (posted legs) and pending holds."""
+        recomputed = self.conn.execute(
             """
             WITH legs AS (
                 SELECT debit_account_id AS acct, amount_minor AS dpo, 0 AS cpo FROM transfers
@@ -680,8 +695,12 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
         ).fetchall()
         for account_id, *diffs in recomputed:
             if any(diffs):
-                problems.append(f"account id {account_id}: totals differ from its transfers")
-        for hold_id, state, resolving, pending_rows in conn.execute(
+                yield f"account id {account_id}: totals differ from its transfers"
+
+    def _holds_unlike_transfers(self) -> Iterator[str]:
+        """Holds in an unknown state, or without exactly the pending transfer
+        and the resolving transfers their state implies."""
+        for hold_id, state, resolving, pending_rows in self.conn.execute(
             """
             SELECT h.id, h.state,
                 (SELECT count(*) FROM transfers t WHERE t.pending_id = h.id),
@@ -690,19 +709,18 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
             """
         ):
             if state not in {s.value for s in HoldState}:
-                problems.append(f"hold {hold_id}: unknown state")
+                yield f"hold {hold_id}: unknown state"
             if pending_rows != 1:
-                problems.append(f"hold {hold_id}: no pending transfer")
+                yield f"hold {hold_id}: no pending transfer"
             expected = 0 if state == HoldState.PENDING else 1
             if resolving != expected:
-                problems.append(f"hold {hold_id}: {resolving} resolving transfers for {state}")
-        if now is not None:
-            for (hold_id,) in conn.execute(
-                "SELECT id FROM holds WHERE state = 'pending' AND expires_at <= ?", (ts(now),)
-            ):
-                problems.append(f"hold {hold_id}: pending past its expiry")
-        return problems
+                yield f"hold {hold_id}: {resolving} resolving transfers for {state}"
 
+    def _holds_past_expiry(self, now: datetime) -> Iterator[str]:
+        for (hold_id,) in self.conn.execute(
+            "SELECT id FROM holds WHERE state = 'pending' AND expires_at <= ?", (ts(now),)
+        ):
+            yield f"hold {hold_id}: pending past its expiry"
 
 if TYPE_CHECKING:
 
