@@ -185,70 +185,197 @@ def compile_decoder(
     template.update(head_values)
     for fs in field_specs:
         template[fs.key] = ""
-    src = _Source()
-    ns: dict[str, Any] = {"Bail": Bail, "T": template}
-    src.emit("D = T.copy()")
-    # All-ASCII layouts decode the message once and slice text; others
-    # slice bytes and decode each text piece (which also proves it ASCII).
-    if all_ascii:
-        src.emit("t = s.decode('ascii')")
+    builder = _DecoderBuilder(template, all_ascii)
+    if not builder.head(header, mti, head_len):
+        return None
+    for fs in field_specs:
+        if not builder.field(fs):
+            return None
+    return builder.finish()
 
-    def text_slice(start: str, end: str) -> str:
+
+class _DecoderBuilder:
+    """One decoder being generated: its source, its namespace of constants,
+    and the run of fixed-length fields read but not yet emitted. Each
+    ``head`` / ``field`` call returns False when the layout is not worth
+    specialising (the generic path then decodes it)."""
+
+    def __init__(self, template: dict[str, str], all_ascii: bool) -> None:
+        self.src = _Source()
+        self.ns: dict[str, Any] = {"Bail": Bail, "T": template}
+        self.all_ascii = all_ascii
+        # Consecutive fixed-length fields of one kind form a run: one slice
+        # of the message (hexed once for binary runs) split by a C-level
+        # itemgetter. Items are (start, end, spec) relative to run_start.
+        self.run_kind: str | None = None
+        self.run_start = 0
+        self.run_items: list[tuple[int, int, FieldSpec]] = []
+        self.src.emit("D = T.copy()")
+        # All-ASCII layouts decode the message once and slice text; others
+        # slice bytes and decode each text piece (which also proves it ASCII).
         if all_ascii:
+            self.src.emit("t = s.decode('ascii')")
+
+    def text_slice(self, start: str, end: str) -> str:
+        if self.all_ascii:
             return f"t[{start}:{end}]"
         return f"s[{start}:{end}].decode('ascii')"
 
-    def prefix_slice(start: str, end: str) -> str:
-        return f"t[{start}:{end}]" if all_ascii else f"s[{start}:{end}]"
+    def prefix_slice(self, start: str, end: str) -> str:
+        return f"t[{start}:{end}]" if self.all_ascii else f"s[{start}:{end}]"
 
-    # header and MTI
-    if header.max_len > 0:
-        if _is_ascii_text(header):
-            src.emit(f"D['h'] = {text_slice('0', str(header.max_len))}")
-        elif header.binary and not header.nibbles:
-            src.emit(f"D['h'] = s[0:{header.max_len}].hex().upper()")
+    def head(self, header: FieldSpec, mti: FieldSpec, head_len: int) -> bool:
+        """Header and MTI; the bitmaps are constants of the layout (in the
+        template), so the fields start at ``head_len``."""
+        src = self.src
+        if header.max_len > 0:
+            if _is_ascii_text(header):
+                src.emit(f"D['h'] = {self.text_slice('0', str(header.max_len))}")
+            elif header.binary and not header.nibbles:
+                src.emit(f"D['h'] = s[0:{header.max_len}].hex().upper()")
+            else:
+                return False
+            src.off = header.max_len
+        if mti.binary:
+            src.emit(f"D['t'] = s[{src.pos()}:{src.pos(2)}].hex().upper()")
+            src.off += 2
+        elif mti.data_enc == ASCII:
+            src.emit(f"D['t'] = {self.text_slice(src.pos(), src.pos(4))}")
+            src.off += 4
         else:
-            return None
-        src.off = header.max_len
-    if mti.binary:
-        src.emit(f"D['t'] = s[{src.pos()}:{src.pos(2)}].hex().upper()")
-        src.off += 2
-    elif mti.data_enc == ASCII:
-        src.emit(f"D['t'] = {text_slice(src.pos(), src.pos(4))}")
-        src.off += 4
-    else:
-        src.emit(f"D['t'] = s[{src.pos()}:{src.pos(4)}].decode({mti.data_enc!r})")
-        src.off += 4
-    # The bitmaps are constants of this layout (in the template).
-    src.off = head_len
+            src.emit(f"D['t'] = s[{src.pos()}:{src.pos(4)}].decode({mti.data_enc!r})")
+            src.off += 4
+        src.off = head_len
+        return True
 
-    # Consecutive fixed-length fields of one kind form a run: one slice of
-    # the message (hexed once for binary runs) split by a C-level itemgetter.
-    run_kind: str | None = None
-    fixed_start = 0
-    run_items: list[tuple[str, int, int, FieldSpec]] = []
+    def field(self, fs: FieldSpec) -> bool:
+        kind = "hex" if fs.binary else ("text" if _is_ascii_text(fs) else None)
+        if fs.len_type == 0 and kind is not None:
+            if fs.nibbles and fs.max_len & 1 and not fs.pad:
+                return False  # pyiso8583 always rejects such a field
+            self._join_run(fs, kind)
+            return True
+        self.flush_run()
+        if fs.len_type == 0:
+            return self._fixed_other(fs)
+        return self._variable(fs)
 
-    def flush_run() -> None:
-        nonlocal run_kind, fixed_start
-        if not run_items:
-            run_kind = None
+    def _join_run(self, fs: FieldSpec, kind: str) -> None:
+        src = self.src
+        if kind != self.run_kind:
+            self.flush_run()
+            self.run_kind = kind
+            self.run_start = src.off
+        width = (fs.max_len + 1) // 2 if fs.nibbles else fs.max_len
+        offset = src.off - self.run_start
+        self.run_items.append((offset, offset + width, fs))
+        src.off += width
+
+    def _fixed_other(self, fs: FieldSpec) -> bool:
+        """A fixed-length field in a codec other than ASCII text or hex."""
+        if fs.nibbles:
+            return False
+        src = self.src
+        src.emit(f"D[{fs.key!r}] = s[{src.pos()}:{src.pos(fs.max_len)}]"
+                 f".decode({fs.data_enc!r})")
+        src.off += fs.max_len
+        return True
+
+    def _variable(self, fs: FieldSpec) -> bool:
+        """A length-prefixed field: its prefix, looked up in a table, gives
+        the offset after it (``i``, from here on dynamic)."""
+        src = self.src
+        start = src.pos()
+        end = src.pos(fs.len_type)
+        if fs.len_enc == ASCII:
+            prefix = self.prefix_slice(start, end)
+        else:
+            prefix = f"s[{start}:{end}]"
+        target = f"D[{fs.key!r}]"
+        if fs.binary and fs.nibbles:
+            self._variable_nibbles(fs, start, end, prefix, target)
+        elif fs.nibbles:
+            return False
+        else:
+            table = src.name("A")
+            self.ns[table] = _advance_table(fs, text_keys=self.all_ascii)
+            walrus = f"(i := {start}+{table}[{prefix}])"
+            if fs.binary:
+                src.emit(f"{target} = s[{end}:{walrus}].hex().upper()")
+            elif fs.data_enc == ASCII:
+                src.emit(f"{target} = {self.text_slice(end, walrus)}")
+            else:
+                src.emit(f"{target} = s[{end}:{walrus}].decode({fs.data_enc!r})")
+        src.dynamic = True
+        src.off = 0
+        return True
+
+    def _variable_nibbles(
+        self, fs: FieldSpec, start: str, end: str, prefix: str, target: str
+    ) -> None:
+        """Tables from the prefix to the offset after the field and to
+        whether the nibble count is odd (then a pad nibble is stripped)."""
+        src = self.src
+        k_var = src.name("k")
+        x_var = src.name("x")
+        advance = src.name("A")
+        odd = src.name("O")
+        lengths = length_table_decode(fs, text_keys=self.all_ascii)
+        self.ns[advance] = {k: fs.len_type + (n + 1) // 2 for k, n in lengths.items()}
+        self.ns[odd] = {k: bool(n & 1) for k, n in lengths.items()}
+        src.emit(f"{k_var} = {prefix}")
+        src.emit(f"{x_var} = s[{end}:(i := {start}+{advance}[{k_var}])].hex().upper()")
+        src.emit(f"if {odd}[{k_var}]:")
+        _emit_strip(src, fs, target, x_var, indent=1)
+        src.emit("else:")
+        src.emit(f"    {target} = {x_var}")
+
+    def flush_run(self) -> None:
+        """Emit the pending run of fixed-length fields, if any."""
+        if not self.run_items:
+            self.run_kind = None
             return
-        base = fixed_start
+        src = self.src
+        base = self.run_start
         total = src.off - base
-        if run_kind == "text":
-            whole = text_slice(src.at(base), src.at(base + total))
+        if self.run_kind == "text":
+            whole = self.text_slice(src.at(base), src.at(base + total))
             scale = 1
         else:
             whole = f"s[{src.at(base)}:{src.at(base + total)}].hex().upper()"
             scale = 2
-        # Odd nibble fields carry a pad nibble: with one pad configured the
-        # getter slices it off directly and one check proves every pad.
+        run_var = src.name("x")
+        slices, targets, pad_checks, strips = self._run_parts(run_var, scale)
+        if len(slices) == 1 and not pad_checks and not strips:
+            src.emit(f"{targets[0]} = {whole}")
+        else:
+            src.emit(f"{run_var} = {whole}")
+            if pad_checks:
+                src.emit(f"if {' or '.join(pad_checks)}: raise Bail")
+            if len(slices) == 1:
+                only = slices[0]
+                src.emit(f"{targets[0]} = {run_var}[{only.start}:{only.stop}]")
+            else:
+                getter = src.name("G")
+                self.ns[getter] = operator.itemgetter(*slices)
+                src.emit(f"{', '.join(targets)} = {getter}({run_var})")
+            for fs, name in strips:
+                _emit_strip(src, fs, f"D[{fs.key!r}]", name)
+        self.run_items.clear()
+        self.run_kind = None
+
+    def _run_parts(
+        self, run_var: str, scale: int
+    ) -> tuple[list[slice], list[str], list[str], list[tuple[FieldSpec, str]]]:
+        """Each run field's slice of the run and where it goes, the pad
+        checks, and the fields whose pad nibble is stripped after. Odd
+        nibble fields carry a pad nibble: with one pad configured the slice
+        skips it and one check proves every pad."""
         slices: list[slice] = []
         targets: list[str] = []
         pad_checks: list[str] = []
         strips: list[tuple[FieldSpec, str]] = []
-        run_var = src.name("x")
-        for _, a, b, fs in run_items:
+        for a, b, fs in self.run_items:
             lo, hi = a * scale, b * scale
             target = f"D[{fs.key!r}]"
             if fs.nibbles and fs.max_len & 1:
@@ -259,97 +386,24 @@ def compile_decoder(
                     pad_checks.append(f"{run_var}[{hi - 1}] != {fs.right_pad!r}")
                     hi -= 1
                 else:
-                    name = src.name("x")
+                    name = self.src.name("x")
                     strips.append((fs, name))
                     target = name
             slices.append(slice(lo, hi))
             targets.append(target)
-        if len(slices) == 1 and not pad_checks and not strips:
-            src.emit(f"{targets[0]} = {whole}")
-            run_items.clear()
-            run_kind = None
-            return
-        src.emit(f"{run_var} = {whole}")
-        if pad_checks:
-            src.emit(f"if {' or '.join(pad_checks)}: raise Bail")
-        if len(slices) == 1:
-            only = slices[0]
-            src.emit(f"{targets[0]} = {run_var}[{only.start}:{only.stop}]")
-        else:
-            getter = src.name("G")
-            ns[getter] = operator.itemgetter(*slices)
-            src.emit(f"{', '.join(targets)} = {getter}({run_var})")
-        for fs, name in strips:
-            _emit_strip(src, fs, f"D[{fs.key!r}]", name)
-        run_items.clear()
-        run_kind = None
+        return slices, targets, pad_checks, strips
 
-    for fs in field_specs:
-        target = f"D[{fs.key!r}]"
-        kind = "hex" if fs.binary else ("text" if _is_ascii_text(fs) else None)
-        if fs.len_type == 0 and kind is not None:
-            if fs.nibbles and fs.max_len & 1 and not fs.pad:
-                return None  # pyiso8583 always rejects such a field
-            if kind != run_kind:
-                flush_run()
-                run_kind = kind
-                fixed_start = src.off
-            width = (fs.max_len + 1) // 2 if fs.nibbles else fs.max_len
-            run_items.append(("", src.off - fixed_start, src.off - fixed_start + width, fs))
-            src.off += width
-            continue
-        flush_run()
-        if fs.len_type == 0:
-            # fixed field in some other codec
-            if fs.nibbles:
-                return None
-            src.emit(f"{target} = s[{src.pos()}:{src.pos(fs.max_len)}].decode({fs.data_enc!r})")
-            src.off += fs.max_len
-            continue
-        start = src.pos()
-        end = src.pos(fs.len_type)
-        if fs.len_enc == ASCII:
-            prefix = prefix_slice(start, end)
-        else:
-            prefix = f"s[{start}:{end}]"
-        if fs.binary and fs.nibbles:
-            # prefix -> offset after the field, and prefix -> odd nibble count
-            k_var = src.name("k")
-            x_var = src.name("x")
-            advance = src.name("A")
-            odd = src.name("O")
-            lengths = length_table_decode(fs, text_keys=all_ascii)
-            ns[advance] = {k: fs.len_type + (n + 1) // 2 for k, n in lengths.items()}
-            ns[odd] = {k: bool(n & 1) for k, n in lengths.items()}
-            src.emit(f"{k_var} = {prefix}")
-            src.emit(f"{x_var} = s[{end}:(i := {start}+{advance}[{k_var}])].hex().upper()")
-            src.emit(f"if {odd}[{k_var}]:")
-            _emit_strip(src, fs, target, x_var, indent=1)
-            src.emit("else:")
-            src.emit(f"    {target} = {x_var}")
-            src.dynamic = True
-            src.off = 0
-            continue
-        if fs.nibbles:
-            return None
-        table = src.name("A")
-        ns[table] = _advance_table(fs, text_keys=all_ascii)
-        walrus = f"(i := {start}+{table}[{prefix}])"
-        if fs.binary:
-            src.emit(f"{target} = s[{end}:{walrus}].hex().upper()")
-        elif fs.data_enc == ASCII:
-            src.emit(f"{target} = {text_slice(end, walrus)}")
-        else:
-            src.emit(f"{target} = s[{end}:{walrus}].decode({fs.data_enc!r})")
-        src.dynamic = True
-        src.off = 0
-    flush_run()
-    src.emit(f"if {src.pos()} != len(s): raise Bail")
-    src.emit("return D")
-    code = "def decode_layout(s):\n" + "\n".join(src.lines) + "\n"
-    exec(compile(code, "<iso_switch.codec layout>", "exec"), ns)
-    fn: DecodeFn = ns["decode_layout"]
-    return fn
+    def finish(self) -> DecodeFn:
+        """Close the last run, prove the message ended where the layout
+        does, and compile."""
+        self.flush_run()
+        src = self.src
+        src.emit(f"if {src.pos()} != len(s): raise Bail")
+        src.emit("return D")
+        code = "def decode_layout(s):\n" + "\n".join(src.lines) + "\n"
+        exec(compile(code, "<iso_switch.codec layout>", "exec"), self.ns)
+        fn: DecodeFn = self.ns["decode_layout"]
+        return fn
 
 
 def _emit_strip(src: _Source, fs: FieldSpec, target: str, value: str, indent: int = 0) -> None:
