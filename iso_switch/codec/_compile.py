@@ -432,139 +432,170 @@ def compile_encoder(
     """Straight-line encoder for dicts with exactly ``keys`` (in that order),
     whose bitmaps are the constant ``bitmaps`` and whose fields are
     ``numbers`` (ascending)."""
-    header = fields["h"]
-    mti = fields["t"]
     field_specs = _layout_specs(fields, numbers)
     if field_specs is None:
         return None
-    ns: dict[str, Any] = {"Bail": Bail, "a2b": binascii.a2b_hex}
-    lines: list[str] = []
-    checks: list[str] = []
-    # Output items: ("text", expr) join into str segments encoded as ASCII;
-    # ("bytes", expr) are added as they are.
-    items: list[tuple[str, str]] = []
-    tmp = 0
-
-    def new(prefix: str) -> str:
-        nonlocal tmp
-        tmp += 1
-        return f"{prefix}{tmp}"
-
-    if header.max_len > 0:
-        if "h" not in keys or header.len_type or not _is_ascii_text(header):
-            return None
-        lines.append("vh = d['h']")
-        checks.append(f"len(vh) != {header.max_len}")
-        items.append(("text", "vh"))
-    lines.append("vt = d['t']")
-    if mti.binary:
-        lines.append("bt = a2b(vt)")
-        checks.append("len(bt) != 2")
-        items.append(("bytes", "bt"))
-    elif mti.data_enc == ASCII:
-        checks.append("len(vt) != 4")
-        items.append(("text", "vt"))
-    else:
-        lines.append(f"bt = vt.encode({mti.data_enc!r})")
-        checks.append("len(bt) != 4")
-        items.append(("bytes", "bt"))
-    for index, (fs, bitmap) in enumerate(bitmaps):
-        name = f"B{index}"
-        if fs.binary:
-            ns[name] = bitmap
-            items.append(("bytes", name))
-        elif fs.data_enc == ASCII:
-            ns[name] = bitmap.hex().upper()
-            items.append(("text", name))
-        else:
-            ns[name] = bitmap.hex().upper().encode(fs.data_enc)
-            items.append(("bytes", name))
-
+    builder = _EncoderBuilder()
+    if not builder.head(fields["h"], fields["t"], keys):
+        return None
+    builder.bitmaps(bitmaps)
     for fs in field_specs:
+        if not builder.field(fs):
+            return None
+    return builder.finish()
+
+
+class _EncoderBuilder:
+    """One encoder being generated: the lines reading the dict, the checks
+    that send a value back to the generic path, and the output items.
+    Items are ("text", expr), joined into str segments encoded as ASCII,
+    or ("bytes", expr), added as they are. ``head`` and ``field`` return
+    False when the layout is not worth specialising."""
+
+    def __init__(self) -> None:
+        self.ns: dict[str, Any] = {"Bail": Bail, "a2b": binascii.a2b_hex}
+        self.lines: list[str] = []
+        self.checks: list[str] = []
+        self.items: list[tuple[str, str]] = []
+        self.tmp = 0
+
+    def new(self, prefix: str) -> str:
+        self.tmp += 1
+        return f"{prefix}{self.tmp}"
+
+    def head(self, header: FieldSpec, mti: FieldSpec, keys: Sequence[str]) -> bool:
+        lines, checks, items = self.lines, self.checks, self.items
+        if header.max_len > 0:
+            if "h" not in keys or header.len_type or not _is_ascii_text(header):
+                return False
+            lines.append("vh = d['h']")
+            checks.append(f"len(vh) != {header.max_len}")
+            items.append(("text", "vh"))
+        lines.append("vt = d['t']")
+        if mti.binary:
+            lines.append("bt = a2b(vt)")
+            checks.append("len(bt) != 2")
+            items.append(("bytes", "bt"))
+        elif mti.data_enc == ASCII:
+            checks.append("len(vt) != 4")
+            items.append(("text", "vt"))
+        else:
+            lines.append(f"bt = vt.encode({mti.data_enc!r})")
+            checks.append("len(bt) != 4")
+            items.append(("bytes", "bt"))
+        return True
+
+    def bitmaps(self, bitmaps: Sequence[tuple[FieldSpec, bytes]]) -> None:
+        """The layout's bitmaps, constants in the encoding of their spec."""
+        for index, (fs, bitmap) in enumerate(bitmaps):
+            name = f"B{index}"
+            if fs.binary:
+                self.ns[name] = bitmap
+                self.items.append(("bytes", name))
+            elif fs.data_enc == ASCII:
+                self.ns[name] = bitmap.hex().upper()
+                self.items.append(("text", name))
+            else:
+                self.ns[name] = bitmap.hex().upper().encode(fs.data_enc)
+                self.items.append(("bytes", name))
+
+    def field(self, fs: FieldSpec) -> bool:
         v = "v" + fs.key
-        lines.append(f"{v} = d[{fs.key!r}]")
+        self.lines.append(f"{v} = d[{fs.key!r}]")
         if fs.binary:
             # binascii also takes bytes; the API (and the generic path) only str.
-            checks.append(f"{v}.__class__ is not str")
+            self.checks.append(f"{v}.__class__ is not str")
             if fs.nibbles:
-                if fs.len_type == 0:
-                    if fs.max_len & 1 and not fs.pad:
-                        return None
-                    checks.append(f"len({v}) != {fs.max_len}")
-                    data = f"a2b({fs.left_pad!r} + {v})" if fs.max_len & 1 and fs.left_pad else (
-                        f"a2b({v} + {fs.right_pad!r})" if fs.max_len & 1 else f"a2b({v})"
-                    )
-                    items.append(("bytes", data))
-                else:
-                    if not fs.pad:
-                        return None
-                    n = new("n")
-                    table = "E" + fs.key
-                    ns[table] = length_table_encode(fs, as_text=False)
-                    lines.append(f"{n} = len({v})")
-                    padded = (
-                        f"({fs.left_pad!r} + {v})" if fs.left_pad else f"({v} + {fs.right_pad!r})"
-                    )
-                    items.append(("bytes", f"{table}[{n}]"))
-                    items.append(("bytes", f"a2b({padded} if {n} & 1 else {v})"))
-            else:
-                b = new("b")
-                lines.append(f"{b} = a2b({v})")
-                if fs.len_type == 0:
-                    checks.append(f"len({b}) != {fs.max_len}")
-                    items.append(("bytes", b))
-                else:
-                    table = "E" + fs.key
-                    ns[table] = length_table_encode(fs, as_text=False)
-                    items.append(("bytes", f"{table}[len({b})]"))
-                    items.append(("bytes", b))
+                return self._nibbles(fs, v)
+            self._binary(fs, v)
         elif fs.nibbles:
-            return None
+            return False
         elif fs.data_enc == ASCII:
-            if fs.len_type == 0:
-                checks.append(f"len({v}) != {fs.max_len}")
-                items.append(("text", v))
-            else:
-                table = "E" + fs.key
-                as_text = fs.len_enc == ASCII
-                ns[table] = length_table_encode(fs, as_text=as_text)
-                items.append(("text" if as_text else "bytes", f"{table}[len({v})]"))
-                items.append(("text", v))
+            self._text(fs, v)
         else:
-            b = new("b")
-            lines.append(f"{b} = {v}.encode({fs.data_enc!r})")
-            if fs.len_type == 0:
-                checks.append(f"len({b}) != {fs.max_len}")
-            else:
-                table = "E" + fs.key
-                ns[table] = length_table_encode(fs, as_text=False)
-                items.append(("bytes", f"{table}[len({b})]"))
-            items.append(("bytes", b))
+            self._other(fs, v)
+        return True
 
-    # Group consecutive text items into one join + encode each.
-    pieces: list[str] = []
-    segment: list[str] = []
-    for kind, expr in items:
-        if kind == "text":
-            segment.append(expr)
-            continue
+    def _length_prefix(self, fs: FieldSpec, as_text: bool = False) -> str:
+        """The name of the field's table from length to prefix."""
+        table = "E" + fs.key
+        self.ns[table] = length_table_encode(fs, as_text=as_text)
+        return table
+
+    def _nibbles(self, fs: FieldSpec, v: str) -> bool:
+        """Hex digits packed two per byte; an odd count gets a pad nibble."""
+        odd_pad = fs.max_len & 1
+        if fs.len_type == 0:
+            if odd_pad and not fs.pad:
+                return False
+            self.checks.append(f"len({v}) != {fs.max_len}")
+            data = f"a2b({fs.left_pad!r} + {v})" if odd_pad and fs.left_pad else (
+                f"a2b({v} + {fs.right_pad!r})" if odd_pad else f"a2b({v})"
+            )
+            self.items.append(("bytes", data))
+            return True
+        if not fs.pad:
+            return False
+        n = self.new("n")
+        table = self._length_prefix(fs)
+        self.lines.append(f"{n} = len({v})")
+        padded = f"({fs.left_pad!r} + {v})" if fs.left_pad else f"({v} + {fs.right_pad!r})"
+        self.items.append(("bytes", f"{table}[{n}]"))
+        self.items.append(("bytes", f"a2b({padded} if {n} & 1 else {v})"))
+        return True
+
+    def _binary(self, fs: FieldSpec, v: str) -> None:
+        self._measured_bytes(fs, f"a2b({v})")
+
+    def _measured_bytes(self, fs: FieldSpec, expr: str) -> None:
+        """A field whose bytes ``expr`` gives, measured after conversion."""
+        b = self.new("b")
+        self.lines.append(f"{b} = {expr}")
+        if fs.len_type == 0:
+            self.checks.append(f"len({b}) != {fs.max_len}")
+        else:
+            self.items.append(("bytes", f"{self._length_prefix(fs)}[len({b})]"))
+        self.items.append(("bytes", b))
+
+    def _text(self, fs: FieldSpec, v: str) -> None:
+        if fs.len_type == 0:
+            self.checks.append(f"len({v}) != {fs.max_len}")
+        else:
+            as_text = fs.len_enc == ASCII
+            table = self._length_prefix(fs, as_text=as_text)
+            self.items.append(("text" if as_text else "bytes", f"{table}[len({v})]"))
+        self.items.append(("text", v))
+
+    def _other(self, fs: FieldSpec, v: str) -> None:
+        """Text in another codec: encoded, then measured in bytes."""
+        self._measured_bytes(fs, f"{v}.encode({fs.data_enc!r})")
+
+    def finish(self) -> EncodeFn:
+        """Group consecutive text items into one join + encode each, check
+        every value at once, and compile."""
+        pieces: list[str] = []
+        segment: list[str] = []
+        for kind, expr in self.items:
+            if kind == "text":
+                segment.append(expr)
+                continue
+            if segment:
+                pieces.append(_join_text(segment))
+                segment = []
+            pieces.append(expr)
         if segment:
             pieces.append(_join_text(segment))
-            segment = []
-        pieces.append(expr)
-    if segment:
-        pieces.append(_join_text(segment))
-    body = ["    " + line for line in lines]
-    if checks:
-        body.append("    if " + " or ".join(checks) + ": raise Bail")
-    if len(pieces) == 1:
-        body.append(f"    return {pieces[0]}")
-    else:
-        body.append("    return b''.join((" + ", ".join(pieces) + "))")
-    code = "def encode_layout(d):\n" + "\n".join(body) + "\n"
-    exec(compile(code, "<iso_switch.codec layout>", "exec"), ns)
-    fn: EncodeFn = ns["encode_layout"]
-    return fn
+        body = ["    " + line for line in self.lines]
+        if self.checks:
+            body.append("    if " + " or ".join(self.checks) + ": raise Bail")
+        if len(pieces) == 1:
+            body.append(f"    return {pieces[0]}")
+        else:
+            body.append("    return b''.join((" + ", ".join(pieces) + "))")
+        code = "def encode_layout(d):\n" + "\n".join(body) + "\n"
+        exec(compile(code, "<iso_switch.codec layout>", "exec"), self.ns)
+        fn: EncodeFn = self.ns["encode_layout"]
+        return fn
 
 
 def _join_text(segment: list[str]) -> str:
