@@ -1,11 +1,13 @@
 """The ledger store implementations the contract tests run against, and the
-small fixtures of data they share.
+rows those tests store.
 
 Each :class:`StoreFactory` opens a store at a location (a fresh temporary
 directory per test), opens it again there (the durability tests), and
 opens a second, independent writer on the same data (the tests of what one
 writer sees of another's commits). A PostgreSQL store adds one factory to
-:data:`IMPLEMENTATIONS` and runs every contract test unchanged.
+:data:`IMPLEMENTATIONS` and runs every contract test unchanged. The
+accounts are ``tests.helpers_ledger``'s small ledger, seeded through the
+Protocol (``seed_small_ledger``).
 """
 
 from __future__ import annotations
@@ -13,22 +15,18 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 from iso_switch.codes import ResponseCode, TxnState
 from iso_switch.ledger import (
-    AccountKind,
     AdminLedgerStore,
     CardRow,
     SqliteLedgerStore,
     TxnRow,
     ts,
 )
-
-NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-CNY, USD = 156, 840
-OPENING_MINOR = 50_000
+from tests.helpers_ledger import CNY
+from tests.helpers_ledger import LEDGER_NOW as NOW
 
 
 @dataclass(frozen=True)
@@ -50,29 +48,6 @@ SQLITE = StoreFactory("sqlite", _sqlite, sqlite3.IntegrityError)
 
 #: Every implementation of :class:`iso_switch.ledger.LedgerStore`.
 IMPLEMENTATIONS = [SQLITE]
-
-
-@dataclass(frozen=True)
-class Accounts:
-    """Account ids of :func:`seed_accounts`."""
-
-    equity: int
-    card: int  # a cardholder holding OPENING_MINOR
-    merchant: int  # a settlement account (may go negative)
-    closed: int  # a closed cardholder account
-    dollars: int  # a USD cardholder account
-
-
-def seed_accounts(store: AdminLedgerStore) -> Accounts:
-    with store.write():
-        equity = store.create_account("EQ", CNY, AccountKind.EQUITY, NOW)
-        card = store.create_account("C", CNY, AccountKind.CARDHOLDER, NOW)
-        merchant = store.create_account("M", CNY, AccountKind.SETTLEMENT, NOW)
-        closed = store.create_account("X", CNY, AccountKind.CARDHOLDER, NOW)
-        dollars = store.create_account("U", USD, AccountKind.CARDHOLDER, NOW)
-        store.transfer(equity, card, OPENING_MINOR, CNY, "opening", NOW)
-        store.set_account_closed(closed, True)
-    return Accounts(equity, card, merchant, closed, dollars)
 
 
 def card_row(account_id: int, pan_hash: bytes = b"h" * 32, last4: str = "0010") -> CardRow:

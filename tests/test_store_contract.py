@@ -47,17 +47,10 @@ from iso_switch.ledger import (
     TransferKind,
     ts,
 )
-from tests.store_factories import (
-    CNY,
-    IMPLEMENTATIONS,
-    NOW,
-    OPENING_MINOR,
-    Accounts,
-    StoreFactory,
-    card_row,
-    seed_accounts,
-    txn_row,
-)
+from tests.helpers_ledger import CNY, SmallLedger, seed_small_ledger
+from tests.helpers_ledger import LEDGER_NOW as NOW
+from tests.helpers_ledger import SMALL_LEDGER_OPENING_MINOR as OPENING_MINOR
+from tests.store_factories import IMPLEMENTATIONS, StoreFactory, card_row, txn_row
 
 LATER = NOW + timedelta(days=1)
 
@@ -76,8 +69,8 @@ def store(factory: StoreFactory, tmp_path: Path) -> Iterator[AdminLedgerStore]:
 
 
 @pytest.fixture
-def accounts(store: AdminLedgerStore) -> Accounts:
-    return seed_accounts(store)
+def accounts(store: AdminLedgerStore) -> SmallLedger:
+    return seed_small_ledger(store)
 
 
 def balances(store: AdminLedgerStore, *ids: int) -> list[tuple[int, int]]:
@@ -95,7 +88,7 @@ def test_a_commit_survives_a_reopen_and_a_rollback_leaves_nothing(
     factory: StoreFactory, tmp_path: Path
 ) -> None:
     store = factory.open(tmp_path)
-    acct = seed_accounts(store)
+    acct = seed_small_ledger(store)
     store.begin()
     store.transfer(acct.card, acct.merchant, 100, CNY, "kept", NOW)
     store.insert_txn(txn_row("kept"))
@@ -121,7 +114,7 @@ def test_a_commit_survives_a_reopen_and_a_rollback_leaves_nothing(
 
 
 def test_a_write_block_rolls_back_when_it_raises(
-    store: AdminLedgerStore, accounts: Accounts
+    store: AdminLedgerStore, accounts: SmallLedger
 ) -> None:
     with pytest.raises(ZeroDivisionError), store.write():
         store.transfer(accounts.card, accounts.merchant, 100, CNY, "lost", NOW)
@@ -132,7 +125,7 @@ def test_a_write_block_rolls_back_when_it_raises(
 
 
 def test_undoing_a_request_drops_its_writes_and_only_them(
-    store: AdminLedgerStore, accounts: Accounts
+    store: AdminLedgerStore, accounts: SmallLedger
 ) -> None:
     with store.write():
         card_id = store.insert_card(card_row(accounts.card), NOW)
@@ -172,7 +165,7 @@ def test_undoing_a_request_drops_its_writes_and_only_them(
 
 
 def test_a_refused_group_inside_a_request_leaves_the_request_undoable(
-    store: AdminLedgerStore, accounts: Accounts
+    store: AdminLedgerStore, accounts: SmallLedger
 ) -> None:
     store.begin()
     store.begin_request()
@@ -211,7 +204,7 @@ def test_another_writers_card_and_replay_state_are_seen_at_the_next_batch(
     factory: StoreFactory, tmp_path: Path
 ) -> None:
     store = factory.open(tmp_path)
-    acct = seed_accounts(store)
+    acct = seed_small_ledger(store)
     with store.write():
         card_id = store.insert_card(card_row(acct.card), NOW)
         store.put_ksn_state("device-1", 1, 0b1, NOW)
@@ -236,7 +229,7 @@ def test_another_writers_card_and_replay_state_are_seen_at_the_next_batch(
 
 
 def test_transfers_move_money_with_fresh_increasing_ids(
-    store: AdminLedgerStore, accounts: Accounts
+    store: AdminLedgerStore, accounts: SmallLedger
 ) -> None:
     with store.write():
         first = store.transfer(accounts.card, accounts.merchant, 1_000, CNY, "a", NOW)
@@ -247,7 +240,7 @@ def test_transfers_move_money_with_fresh_increasing_ids(
 
 
 def test_a_cardholder_never_goes_below_zero_a_merchant_may(
-    store: AdminLedgerStore, accounts: Accounts
+    store: AdminLedgerStore, accounts: SmallLedger
 ) -> None:
     with store.write():
         with pytest.raises(InsufficientFunds):
@@ -262,7 +255,7 @@ def test_a_cardholder_never_goes_below_zero_a_merchant_may(
 
 @pytest.mark.parametrize("refusal", ["closed", "currency", "zero", "negative", "same", "unknown"])
 def test_refused_transfers_write_nothing(
-    store: AdminLedgerStore, accounts: Accounts, refusal: str
+    store: AdminLedgerStore, accounts: SmallLedger, refusal: str
 ) -> None:
     debit, credit, amount = accounts.card, accounts.merchant, 100
     expected: type[LedgerError] = InvalidAmount
@@ -289,7 +282,7 @@ def test_refused_transfers_write_nothing(
 
 
 def test_a_linked_group_applies_whole_or_not_at_all(
-    store: AdminLedgerStore, accounts: Accounts
+    store: AdminLedgerStore, accounts: SmallLedger
 ) -> None:
     good = Entry(TransferKind.POSTED, accounts.card, accounts.merchant, 100, CNY, ref="g")
     bad = Entry(TransferKind.POSTED, accounts.card, accounts.closed, 100, CNY, ref="b")
@@ -305,7 +298,7 @@ def test_a_linked_group_applies_whole_or_not_at_all(
 
 
 def test_a_hold_reserves_then_posts_part_and_releases_the_rest(
-    store: AdminLedgerStore, accounts: Accounts
+    store: AdminLedgerStore, accounts: SmallLedger
 ) -> None:
     with store.write():
         hold_id = store.hold(accounts.card, accounts.merchant, 3_000, CNY, LATER, "h", NOW)
@@ -334,7 +327,7 @@ def test_a_hold_reserves_then_posts_part_and_releases_the_rest(
 
 
 def test_a_void_releases_a_hold_even_once_an_account_closed(
-    store: AdminLedgerStore, accounts: Accounts
+    store: AdminLedgerStore, accounts: SmallLedger
 ) -> None:
     with store.write():
         posted = store.hold(accounts.card, accounts.merchant, 1_000, CNY, LATER, "a", NOW)
@@ -349,7 +342,7 @@ def test_a_void_releases_a_hold_even_once_an_account_closed(
 
 
 def test_due_holds_are_the_pending_ones_past_expiry_and_expire_once(
-    store: AdminLedgerStore, accounts: Accounts
+    store: AdminLedgerStore, accounts: SmallLedger
 ) -> None:
     with store.write():
         ids = [
@@ -525,7 +518,7 @@ def test_replay_state_is_read_back_and_replaced(store: AdminLedgerStore) -> None
 
 
 def test_cards_read_back_by_hash_and_id_and_see_their_updates(
-    store: AdminLedgerStore, accounts: Accounts
+    store: AdminLedgerStore, accounts: SmallLedger
 ) -> None:
     with store.write():
         card_id = store.insert_card(card_row(accounts.card), NOW)
@@ -588,14 +581,16 @@ def test_reference_data_reads_back_as_upserted(store: AdminLedgerStore) -> None:
     assert store.list_blacklist() == [("pan", "a", "stolen")]
 
 
-def test_accounts_are_found_by_id_and_number(store: AdminLedgerStore, accounts: Accounts) -> None:
+def test_accounts_are_found_by_id_and_number(
+    store: AdminLedgerStore, accounts: SmallLedger
+) -> None:
     card = store.account_by_number("C")
     assert card is not None and card.id == accounts.card
     assert store.get_account(accounts.card) == card
     assert store.account_by_number("nope") is None
     with pytest.raises(AccountNotFound):
         store.get_account(999_999)
-    assert [a.number for a in store.list_accounts()] == ["EQ", "C", "M", "X", "U"]
+    assert [a.number for a in store.list_accounts()] == ["X", "EQ", "C", "M", "U"]
     assert store.get_account(accounts.closed).closed
 
 
@@ -622,7 +617,7 @@ class MoneyModel(RuleBasedStateMachine):
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="store-contract-"))
         self.store = self.factory.open(self.tmp)
-        self.ids = seed_accounts(self.store)
+        self.ids = seed_small_ledger(self.store)
         self.cardholders = {self.ids.card}
         # account id -> [debits pending, debits posted, credits pending, credits posted]
         self.totals = {
