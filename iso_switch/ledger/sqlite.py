@@ -1,5 +1,8 @@
 """The durable ledger on SQLite: WAL, ``synchronous=FULL``, migrations,
 explicit transactions for group commit, and the double-entry primitives.
+:class:`SqliteLedgerStore` is one implementation of the store interface
+(:mod:`iso_switch.ledger.store`): its batch is one SQLite transaction, its
+request scope a savepoint, its reference version ``PRAGMA data_version``.
 
 One writer. The switch's ledger writer (one thread) owns the connection:
 it opens one transaction per batch of requests (``begin``), gives each
