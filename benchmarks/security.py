@@ -77,12 +77,30 @@ def _rss_bytes() -> int:
 
 
 def measure(quick: bool = False) -> dict[str, object]:
+    """Every figure, measured in a fixed order (later steps find the caches
+    the earlier ones filled, as a running switch would)."""
     count = 2_000 if quick else 20_000
     message = secrets.token_bytes(MESSAGE_BYTES)
     ops: dict[str, float] = {}
     baselines: dict[str, float] = {}
+    _measure_dukpt(count, ops, baselines)
+    keys = _measure_macs(count, message, ops)
+    request_ops, count = _measure_requests(count, message, ops)
+    _measure_psec_baselines(count, keys, message, ops, baselines)
+    memory = _cache_memory()
+    return {
+        "ops_s": {name: round(value) for name, value in ops.items()},
+        "request_security_ops_s": round(request_ops),
+        "baseline_ops_s": {name: round(value) for name, value in baselines.items()},
+        "cache_memory_mib": memory,
+    }
 
-    # DUKPT derivation, uncached: BDK -> IPEK -> transaction key (+ variants).
+
+def _measure_dukpt(count: int, ops: dict[str, float], baselines: dict[str, float]) -> None:
+    """DUKPT derivation uncached (BDK -> IPEK -> transaction key and its
+    variants), then the host's case: each device's next counter with the
+    prefix cache warm (counters continue across repeats so every
+    derivation is a new KSN), against the uncached figure."""
     ksns = [_ksn(d % DEVICES, c) for d, c in enumerate(_valid_counters(count, 0x1000))]
 
     def derive_uncached(n: int) -> None:
@@ -91,8 +109,6 @@ def measure(quick: bool = False) -> dict[str, object]:
 
     ops["dukpt_derive_uncached"] = _rate(derive_uncached, min(count, 5_000))
 
-    # Host case: each device's next counter, prefix cache warm (counters
-    # continue across repeats so every derivation is a new KSN).
     deriver = DukptDeriver(BDK)
     next_counter = [1] * DEVICES
 
@@ -109,7 +125,10 @@ def measure(quick: bool = False) -> dict[str, object]:
     ops["dukpt_derive_next_counter"] = _rate(derive_sequential, count)
     baselines["dukpt_derive_next_counter"] = ops["dukpt_derive_uncached"]
 
-    # MACs of a 300-byte message, a fresh key every time (cipher caches miss).
+
+def _measure_macs(count: int, message: bytes, ops: dict[str, float]) -> list[bytes]:
+    """MACs of a 300-byte message, a fresh key every time (cipher caches
+    miss). Returns the keys, for the psec baseline."""
     keys = [secrets.token_bytes(16) for _ in range(count)]
     macs = [retail_mac(key, message) for key in keys]
 
@@ -124,14 +143,20 @@ def measure(quick: bool = False) -> dict[str, object]:
 
     ops["mac_generate_300B"] = _rate(mac_generate, count)
     ops["mac_verify_300B"] = _rate(mac_verify, count)
+    return keys
 
-    # The whole request through the HSM.
-    hsm = SoftwareHsm.from_bdks({KEY_SET_ID: BDK}, pvk=secrets.token_bytes(16))
-    verification = hsm.make_pin_verification_data(PAN, PIN)
-    requests: list[tuple[str, bytes, bytes, bytes]] = []
-    for i, counter in enumerate(_valid_counters(count * (2 * REPEATS + 1) // DEVICES + 2)):
+
+# A terminal's request as the host receives it: (KSN, message, its MAC, PIN block).
+_SignedRequest = tuple[str, bytes, bytes, bytes]
+
+
+def _signed_requests(total: int, message: bytes) -> list[_SignedRequest]:
+    """``total`` requests from DEVICES terminals, each with a fresh KSN,
+    MACed and carrying a PIN block (terminal work, done before any clock)."""
+    requests: list[_SignedRequest] = []
+    for i, counter in enumerate(_valid_counters(total // DEVICES + 2)):
         for device in range(DEVICES):
-            if len(requests) >= count * (2 * REPEATS + 1):
+            if len(requests) >= total:
                 break
             ksn = _ksn(device, counter)
             transaction_key = dukpt.derive_transaction_key(BDK, ksn)
@@ -142,6 +167,17 @@ def measure(quick: bool = False) -> dict[str, object]:
                 retail_mac(dukpt.mac_request_key(transaction_key), request),
                 pinblock.encrypt_pin_block(dukpt.pin_key(transaction_key), PIN, PAN, 0),
             ))
+    return requests
+
+
+def _measure_requests(count: int, message: bytes, ops: dict[str, float]) -> tuple[float, int]:
+    """PIN verify alone, then the whole security work of a request through
+    the HSM, answered with a 300-byte and a typical response. Returns the
+    headline figure and how many fresh requests per run were left for the
+    second answer size (the count the later baselines use)."""
+    hsm = SoftwareHsm.from_bdks({KEY_SET_ID: BDK}, pvk=secrets.token_bytes(16))
+    verification = hsm.make_pin_verification_data(PAN, PIN)
+    requests = _signed_requests(count * (2 * REPEATS + 1), message)
     cursor = [0]
 
     def pin_verify(n: int) -> None:
@@ -175,39 +211,41 @@ def measure(quick: bool = False) -> dict[str, object]:
     ops["request_security_300B_request_128B_response"] = _rate(
         requests_answered_with(message[:TYPICAL_RESPONSE_BYTES]), count
     )
+    return request_ops, count
 
+
+def _measure_psec_baselines(
+    count: int, keys: list[bytes], message: bytes, ops: dict[str, float],
+    baselines: dict[str, float],
+) -> None:
+    """psec (a dev dependency, baseline only) for the retail MAC and the
+    ISO 0 PIN block decode, beside ours; skipped when psec is absent."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            import psec  # a dev dependency, baseline only
-
-            def psec_mac(n: int) -> None:
-                for key in keys[:n]:
-                    psec.mac.generate_retail_mac(key, key, message, 1)
-
-            clear = pinblock.encode_iso0(PIN, PAN)
-
-            def psec_pin(n: int) -> None:
-                for _ in range(n):
-                    psec.pinblock.decode_pinblock_iso_0(clear, PAN)
-
-            def our_pin(n: int) -> None:
-                for _ in range(n):
-                    pinblock.decode_iso0(clear, PAN)
-
-            baselines["mac_generate_300B"] = _rate(psec_mac, min(count, 5_000))
-            ops["pin_block_decode_iso0"] = _rate(our_pin, count)
-            baselines["pin_block_decode_iso0"] = _rate(psec_pin, count)
+            import psec
         except ImportError:
-            pass
+            return
 
-    memory = _cache_memory()
-    return {
-        "ops_s": {name: round(value) for name, value in ops.items()},
-        "request_security_ops_s": round(request_ops),
-        "baseline_ops_s": {name: round(value) for name, value in baselines.items()},
-        "cache_memory_mib": memory,
-    }
+    def psec_mac(n: int) -> None:
+        for key in keys[:n]:
+            psec.mac.generate_retail_mac(key, key, message, 1)
+
+    clear = pinblock.encode_iso0(PIN, PAN)
+
+    def psec_pin(n: int) -> None:
+        for _ in range(n):
+            psec.pinblock.decode_pinblock_iso_0(clear, PAN)
+
+    def our_pin(n: int) -> None:
+        for _ in range(n):
+            pinblock.decode_iso0(clear, PAN)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        baselines["mac_generate_300B"] = _rate(psec_mac, min(count, 5_000))
+        ops["pin_block_decode_iso0"] = _rate(our_pin, count)
+        baselines["pin_block_decode_iso0"] = _rate(psec_pin, count)
 
 
 def _cache_memory() -> dict[str, float]:

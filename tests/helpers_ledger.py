@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from iso_switch.ledger import AccountKind, SqliteLedgerStore
+from iso_switch.ledger import AccountKind, AdminLedgerStore, SqliteLedgerStore
 from iso_switch.processor import Processor, ProcessorConfig, Request, open_store, seed_demo
 from iso_switch.security.hsm import PinVerificationData
 
@@ -170,17 +170,38 @@ LEDGER_NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 CNY, USD = 156, 840
 
 
+SMALL_LEDGER_OPENING_MINOR = 50_000
+
+
+@dataclass(frozen=True)
+class SmallLedger:
+    """Account ids of :func:`seed_small_ledger`."""
+
+    closed: int  # a closed cardholder account
+    equity: int
+    card: int  # a cardholder holding SMALL_LEDGER_OPENING_MINOR
+    merchant: int  # a settlement account (may go negative)
+    dollars: int  # a USD cardholder account
+
+
+def seed_small_ledger(store: AdminLedgerStore) -> SmallLedger:
+    """Five accounts in any store: every CNY transfer touching the closed
+    or the USD account is refused."""
+    with store.write():
+        closed = store.create_account("X", CNY, AccountKind.CARDHOLDER, LEDGER_NOW)
+        equity = store.create_account("EQ", CNY, AccountKind.EQUITY, LEDGER_NOW)
+        card = store.create_account("C", CNY, AccountKind.CARDHOLDER, LEDGER_NOW)
+        merchant = store.create_account("M", CNY, AccountKind.SETTLEMENT, LEDGER_NOW)
+        dollars = store.create_account("U", USD, AccountKind.CARDHOLDER, LEDGER_NOW)
+        store.transfer(equity, card, SMALL_LEDGER_OPENING_MINOR, CNY, "opening", LEDGER_NOW)
+        store.set_account_closed(closed, True)
+    return SmallLedger(closed, equity, card, merchant, dollars)
+
+
 def small_ledger(path: Path) -> SqliteLedgerStore:
     """Five accounts for ledger-level tests: 1 a closed cardholder, 2 equity,
     3 a cardholder holding 500.00, 4 a settlement account, 5 a USD
     cardholder (every CNY transfer touching 1 or 5 is refused)."""
     store = SqliteLedgerStore(path, synchronous="OFF")
-    with store.write():
-        closed = store.create_account("X", CNY, AccountKind.CARDHOLDER, LEDGER_NOW)
-        equity = store.create_account("EQ", CNY, AccountKind.EQUITY, LEDGER_NOW)
-        card = store.create_account("C", CNY, AccountKind.CARDHOLDER, LEDGER_NOW)
-        store.create_account("M", CNY, AccountKind.SETTLEMENT, LEDGER_NOW)
-        store.create_account("U", USD, AccountKind.CARDHOLDER, LEDGER_NOW)
-        store.transfer(equity, card, 50_000, CNY, "opening", LEDGER_NOW)
-        store.set_account_closed(closed, True)
+    seed_small_ledger(store)
     return store

@@ -166,3 +166,31 @@ def test_invariants_hold_after_any_sequence(tmp_path_factory: pytest.TempPathFac
             assert account.ledger_balance_minor == balance
             assert account.available_balance_minor == balance - held >= 0
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("corruption", "reported"),
+    [
+        ("UPDATE accounts SET credits_posted = credits_posted + 1 WHERE number = 'M1'",
+         ["currency 156: posted debits 10000 != credits 10001",
+          "account id 3: totals differ from its transfers"]),
+        ("UPDATE accounts SET debits_pending = 20000 WHERE number = 'C1'",
+         ["currency 156: pending debits 20000 != credits 100",
+          "account id 2: cardholder account below zero",
+          "account id 2: totals differ from its transfers"]),
+        ("UPDATE holds SET state = 'lost'",
+         ["account id 2: totals differ from its transfers",
+          "account id 3: totals differ from its transfers",
+          "hold 2: unknown state", "hold 2: 0 resolving transfers for lost"]),
+        ("DELETE FROM transfers WHERE kind = 'pending'", ["hold 2: no pending transfer"]),
+    ],
+)
+def test_check_invariants_names_each_violation(
+    tmp_path: Path, corruption: str, reported: list[str]
+) -> None:
+    store, _, card, merchant = make_store(tmp_path)
+    with store.write():
+        store.hold(card, merchant, 100, CNY, NOW + timedelta(days=1), "h", NOW)
+    assert store.check_invariants(NOW) == []
+    store.conn.execute(corruption)
+    assert store.check_invariants(NOW) == reported

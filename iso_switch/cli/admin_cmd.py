@@ -17,6 +17,7 @@ import sys
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeAlias
 
 from iso_switch.cli.ledger_cmd import (
     LIST_LIMIT_DEFAULT,
@@ -30,22 +31,37 @@ PAN_ENV = "ISO_SWITCH_CARD_PAN"
 PIN_ENV = "ISO_SWITCH_CARD_PIN"
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    def group(name: str, help_text: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-        parser = subparsers.add_parser(name, help=help_text, description=help_text)
-        return parser.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
+# What argparse.add_subparsers returns (not subscriptable at run time).
+_Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-    def action(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
-               help_text: str, func: object) -> argparse.ArgumentParser:
-        parser = sub.add_parser(name, help=help_text, description=help_text)
-        add_data_dir(parser)
-        parser.set_defaults(func=func)
-        return parser
 
-    accounts = group("accounts", "list and create ledger accounts")
-    action(accounts, "list", "list accounts with ledger and available balances", _accounts_list)
-    create = action(accounts, "create", "create an account (opening balance from the "
-                    "operator's equity account)", _accounts_create)
+def register(subparsers: _Subparsers) -> None:
+    """The admin command groups, each declared by a function of its own."""
+    for register_group in (_register_accounts, _register_cards, _register_terminals,
+                           _register_merchants, _register_issuer, _register_journal,
+                           _register_blacklist):
+        register_group(subparsers)
+
+
+def _group(subparsers: _Subparsers, name: str, help_text: str) -> _Subparsers:
+    """A command group (``accounts``, ``cards``...) whose actions follow."""
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    return parser.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
+
+
+def _action(sub: _Subparsers, name: str, help_text: str, func: object) -> argparse.ArgumentParser:
+    """One action of a group, with the data directory every action takes."""
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    add_data_dir(parser)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _register_accounts(subparsers: _Subparsers) -> None:
+    accounts = _group(subparsers, "accounts", "list and create ledger accounts")
+    _action(accounts, "list", "list accounts with ledger and available balances", _accounts_list)
+    create = _action(accounts, "create", "create an account (opening balance from the "
+                     "operator's equity account)", _accounts_create)
     create.add_argument("number", help="account number (e.g. 6222020000000072)")
     create.add_argument("--kind", default="cardholder",
                         choices=["cardholder", "settlement", "clearing", "equity"],
@@ -53,12 +69,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create.add_argument("--currency", type=int, default=156, help="ISO 4217 numeric (156)")
     create.add_argument("--opening-minor", type=int, default=0,
                         help="opening balance in minor units (default 0)")
-    close = action(accounts, "close", "close an account (it refuses postings)", _accounts_close)
+    close = _action(accounts, "close", "close an account (it refuses postings)", _accounts_close)
     close.add_argument("number")
 
-    cards = group("cards", "list and create cards, change their state, reset PIN tries")
-    action(cards, "list", "list cards (PANs masked)", _cards_list)
-    card_create = action(
+
+def _register_cards(subparsers: _Subparsers) -> None:
+    cards = _group(subparsers, "cards",
+                   "list and create cards, change their state, reset PIN tries")
+    _action(cards, "list", "list cards (PANs masked)", _cards_list)
+    card_create = _action(
         cards, "create", f"create a card: PAN and PIN from ${PAN_ENV} / ${PIN_ENV} or prompted "
         "without echo; only a keyed hash of the PAN and PIN verification data are stored",
         _cards_create)
@@ -67,18 +86,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     card_create.add_argument("--state", default="active",
                              choices=["active", "lost", "stolen", "blocked"])
     _add_keys_arguments(card_create)
-    state = action(cards, "state", "set a card's state", _cards_state)
+    state = _action(cards, "state", "set a card's state", _cards_state)
     state.add_argument("card_id", type=int, help="card id from 'cards list'")
     state.add_argument("state", choices=["active", "lost", "stolen", "blocked"])
-    reset = action(cards, "reset-pin", "reset the PIN-try counter and unblock the PIN",
-                   _cards_reset_pin)
+    reset = _action(cards, "reset-pin", "reset the PIN-try counter and unblock the PIN",
+                    _cards_reset_pin)
     reset.add_argument("card_id", type=int, help="card id from 'cards list'")
     _register_cards_import(action(cards, "import", CARDS_IMPORT_HELP, _cards_import))
 
-    terminals = group("terminals", "list and create terminals and their profiles")
-    action(terminals, "list", "list terminals with their profiles", _terminals_list)
-    terminal_create = action(terminals, "create", "create or update a terminal",
-                             _terminals_create)
+
+def _register_terminals(subparsers: _Subparsers) -> None:
+    terminals = _group(subparsers, "terminals", "list and create terminals and their profiles")
+    _action(terminals, "list", "list terminals with their profiles", _terminals_list)
+    terminal_create = _action(terminals, "create", "create or update a terminal",
+                              _terminals_create)
     terminal_create.add_argument("id", help="DE41, 8 characters")
     terminal_create.add_argument("--merchant", required=True, help="DE42 merchant id")
     terminal_create.add_argument("--no-mac", action="store_true",
@@ -86,23 +107,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     terminal_create.add_argument("--codes", default="00,01,20,30,31,40",
                                  help="allowed processing codes (default all)")
 
-    merchants = group("merchants", "list and create merchants")
-    action(merchants, "list", "list merchants and their accounts", _merchants_list)
-    merchant_create = action(merchants, "create", "create or update a merchant",
-                             _merchants_create)
+
+def _register_merchants(subparsers: _Subparsers) -> None:
+    merchants = _group(subparsers, "merchants", "list and create merchants")
+    _action(merchants, "list", "list merchants and their accounts", _merchants_list)
+    merchant_create = _action(merchants, "create", "create or update a merchant",
+                              _merchants_create)
     merchant_create.add_argument("id", help="DE42, 15 characters")
     merchant_create.add_argument("--name", default="")
     merchant_create.add_argument("--settlement", required=True, help="settlement account")
     merchant_create.add_argument("--cash", required=True, help="cash clearing account")
 
-    issuer = group("issuer", "mark an issuer up or down (down answers 91), list issuers")
-    action(issuer, "list", "list issuers and BIN routes", _issuer_list)
+
+def _register_issuer(subparsers: _Subparsers) -> None:
+    issuer = _group(subparsers, "issuer",
+                    "mark an issuer up or down (down answers 91), list issuers")
+    _action(issuer, "list", "list issuers and BIN routes", _issuer_list)
     for name in ("up", "down"):
-        parser = action(issuer, name, f"mark an issuer {name}", _issuer_set)
+        parser = _action(issuer, name, f"mark an issuer {name}", _issuer_set)
         parser.add_argument("issuer_id", nargs="?", default="onus",
                             help="issuer id (default onus)")
         parser.set_defaults(available=name == "up")
 
+
+def _register_journal(subparsers: _Subparsers) -> None:
     journal = subparsers.add_parser(
         "journal", help="show the latest decisions (PANs masked)",
         description="The decision journal, newest first: key, response code, state, amount.")
@@ -110,11 +138,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     journal.add_argument("--limit", type=int, default=LIST_LIMIT_DEFAULT)
     journal.set_defaults(func=_journal)
 
-    blacklist = group("blacklist", "block a PAN, account, terminal or merchant (05)")
-    action(blacklist, "list", "list entries", _blacklist_list)
+
+def _register_blacklist(subparsers: _Subparsers) -> None:
+    blacklist = _group(subparsers, "blacklist", "block a PAN, account, terminal or merchant (05)")
+    _action(blacklist, "list", "list entries", _blacklist_list)
     for name in ("add", "remove"):
-        parser = action(blacklist, name, f"{name} an entry; a PAN is read from ${PAN_ENV} "
-                        "or prompted", _blacklist_change)
+        parser = _action(blacklist, name, f"{name} an entry; a PAN is read from ${PAN_ENV} "
+                         "or prompted", _blacklist_change)
         parser.add_argument("kind", choices=["pan", "account", "terminal", "merchant"])
         parser.add_argument("value", nargs="?", default="", help="not for PANs")
         parser.add_argument("--reason", default="")

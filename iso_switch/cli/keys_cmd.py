@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeAlias
 
 from iso_switch.security import tr31
 from iso_switch.security.errors import SecurityError
@@ -32,8 +33,12 @@ _USAGES_HELP = (
     "K0 key encryption key, D0 data"
 )
 
+# What argparse.add_subparsers returns (not subscriptable at run time).
+_Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+
+def register(subparsers: _Subparsers) -> None:
+    """``keys`` and its actions, each declared by a function of its own."""
     keys = subparsers.add_parser(
         "keys",
         help="manage the wrapped key store (TR-31 key blocks under a master key)",
@@ -42,32 +47,41 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "Output shows names, usages and KCVs, never key material.",
     )
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    for register_action in (_register_list, _register_generate, _register_import,
+                            _register_rotate):
+        register_action(keys_sub)
 
-    def common(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--keys-dir", default=os.environ.get(KEYS_DIR_ENV, DEFAULT_KEYS_DIR),
-            help=f"key store directory (default ${KEYS_DIR_ENV} or ./{DEFAULT_KEYS_DIR})",
-        )
-        parser.add_argument(
-            "--master-key-file",
-            help=f"file holding the master key in hex (used when ${MASTER_KEY_ENV} is unset)",
-        )
-        parser.add_argument(
-            "--demo", action="store_true",
-            help="allow the built-in DEMO master key (also chosen automatically when the "
-            "store records the demo key's KCV); never for real keys",
-        )
 
-    listing = keys_sub.add_parser("list", help="show names, usages, KCVs and dates",
-                                  description="List stored keys: no key material is shown.")
-    common(listing)
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The key store's location and master key, taken by every action."""
+    parser.add_argument(
+        "--keys-dir", default=os.environ.get(KEYS_DIR_ENV, DEFAULT_KEYS_DIR),
+        help=f"key store directory (default ${KEYS_DIR_ENV} or ./{DEFAULT_KEYS_DIR})",
+    )
+    parser.add_argument(
+        "--master-key-file",
+        help=f"file holding the master key in hex (used when ${MASTER_KEY_ENV} is unset)",
+    )
+    parser.add_argument(
+        "--demo", action="store_true",
+        help="allow the built-in DEMO master key (also chosen automatically when the "
+        "store records the demo key's KCV); never for real keys",
+    )
+
+
+def _register_list(sub: _Subparsers) -> None:
+    listing = sub.add_parser("list", help="show names, usages, KCVs and dates",
+                             description="List stored keys: no key material is shown.")
+    _common_arguments(listing)
     listing.set_defaults(func=_list)
 
-    generate = keys_sub.add_parser(
+
+def _register_generate(sub: _Subparsers) -> None:
+    generate = sub.add_parser(
         "generate", help="create a random key",
         description="Create a random key and store it wrapped. " + _USAGES_HELP + ".",
     )
-    common(generate)
+    _common_arguments(generate)
     generate.add_argument("name", help="key name: lower-case letters, digits, . _ -")
     _key_kind_arguments(generate)
     generate.add_argument("--length", type=int, default=16,
@@ -75,14 +89,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                           "default 16)")
     generate.set_defaults(func=_generate)
 
-    importer = keys_sub.add_parser(
+
+def _register_import(sub: _Subparsers) -> None:
+    importer = sub.add_parser(
         "import", help="import a TR-31 key block, or a clear key from an environment variable",
         description="Import a key. With --block/--block-file: a TR-31 key block wrapped under "
         "the stored key encryption key --kek (usage, mode and key set travel in the block). "
         "With --clear-from-env VAR: a clear key in hex from environment variable VAR, with "
         "--usage etc. (key ceremony use only; never pass a key as an argument).",
     )
-    common(importer)
+    _common_arguments(importer)
     importer.add_argument("name", help="name to store the key under")
     source = importer.add_mutually_exclusive_group(required=True)
     source.add_argument("--block", help="the TR-31 key block text")
@@ -93,14 +109,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _key_kind_arguments(importer, required=False)
     importer.set_defaults(func=_import)
 
-    rotate = keys_sub.add_parser(
+
+def _register_rotate(sub: _Subparsers) -> None:
+    rotate = sub.add_parser(
         "rotate", help="replace a key with a fresh one, or re-wrap all under a new master key",
         description="Rotate NAME: a fresh random key of the same usage, key version + 1, the old "
         "block moved to retired/. A BDK needs --key-set-id (terminals select BDKs by it). "
         "Or rotate the master key with --new-master-key-env VAR / --new-master-key-file F: "
         "every block is re-wrapped and checked before any file is replaced.",
     )
-    common(rotate)
+    _common_arguments(rotate)
     rotate.add_argument("name", nargs="?", help="key to rotate (omit with --new-master-key-*)")
     rotate.add_argument("--key-set-id", help="new key set identifier (10 hex) for a BDK")
     rotate.add_argument("--new-master-key-env", metavar="VAR",

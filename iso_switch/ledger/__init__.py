@@ -1,8 +1,11 @@
 """The durable double-entry ledger (TigerBeetle's account model on SQLite).
 
-Public API: :class:`SqliteLedgerStore` (the store, with the double-entry
-primitives and the invariant check), :class:`Entry` for linked groups, and
-the values and errors of :mod:`iso_switch.ledger.model`.
+Public API: :class:`LedgerStore` and :class:`AdminLedgerStore` (the store
+as an interface, :mod:`iso_switch.ledger.store`), :class:`SqliteLedgerStore`
+(its SQLite implementation, with the double-entry primitives and the
+invariant check), :class:`Entry` for linked groups, the rows of
+:mod:`iso_switch.ledger.rows`, and the values and errors of
+:mod:`iso_switch.ledger.model`.
 """
 
 from iso_switch.ledger.model import (
@@ -11,6 +14,7 @@ from iso_switch.ledger.model import (
     AccountKind,
     AccountNotFound,
     CurrencyMismatch,
+    Entry,
     Hold,
     HoldNotPending,
     HoldState,
@@ -21,16 +25,16 @@ from iso_switch.ledger.model import (
     parse_ts,
     ts,
 )
-from iso_switch.ledger.records import CardRow, IssuerRow, MerchantRow, TerminalRow, TxnRow
-from iso_switch.ledger.sqlite import Entry, SqliteLedgerStore
-
-LedgerStore = SqliteLedgerStore
+from iso_switch.ledger.rows import CardRow, IssuerRow, MerchantRow, TerminalRow, TxnRow
+from iso_switch.ledger.sqlite import SqliteLedgerStore
+from iso_switch.ledger.store import AdminLedgerStore, LedgerStore
 
 __all__ = [
     "Account",
     "AccountClosed",
     "AccountKind",
     "AccountNotFound",
+    "AdminLedgerStore",
     "CardRow",
     "CurrencyMismatch",
     "Entry",

@@ -77,6 +77,26 @@ class Hold:
     posted_minor: int
 
 
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One leg of a linked group handed to a store's ``move``.
+
+    For ``POSTED`` and ``PENDING``: debit, credit, amount and currency. For
+    ``POST_PENDING``: ``pending_id`` and the amount to post (at most the
+    held amount; the rest is released). For ``VOID_PENDING`` and
+    ``EXPIRE_PENDING``: ``pending_id`` only.
+    """
+
+    kind: TransferKind
+    debit_account_id: int = 0
+    credit_account_id: int = 0
+    amount_minor: int = 0
+    currency: int = 0
+    pending_id: int = 0
+    expires_at: datetime | None = None
+    ref: str = ""
+
+
 class LedgerError(Exception):
     """A transfer the ledger refuses. The caller's business rule decides the
     response code; messages never carry account numbers or amounts."""

@@ -1,5 +1,6 @@
-"""Rows the switch keeps beside the ledger, and the store methods that read
-and write them: cards, terminals, merchants, BIN routes, the decision
+"""The SQLite store's methods for the rows the switch keeps beside the
+ledger (their values live in :mod:`iso_switch.ledger.rows` and are
+re-exported here): cards, terminals, merchants, BIN routes, the decision
 journal (idempotency), remembered reversals, the review queue, DUKPT replay
 state, blacklists and alerts.
 
@@ -11,89 +12,17 @@ same methods without touching the rules in ``issuer`` / ``processor``.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
 from iso_switch.ledger.model import ts
-
-
-@dataclass(frozen=True, slots=True)
-class TerminalRow:
-    id: str
-    merchant_id: str
-    mac_required: bool
-    allowed_codes: frozenset[str]
-
-
-@dataclass(frozen=True, slots=True)
-class MerchantRow:
-    id: str
-    name: str
-    settlement_account_id: int
-    cash_account_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class IssuerRow:
-    id: str
-    name: str
-    available: bool
-
-
-@dataclass(frozen=True, slots=True)
-class CardRow:
-    """A card at rest: a keyed hash of the PAN and its masked form, never the PAN."""
-
-    id: int
-    pan_hash: bytes
-    pan_masked: str
-    last4: str
-    expiry: str  # YYMM
-    state: str  # active | lost | stolen | blocked
-    account_id: int
-    pvd_method: str
-    pvd_pvki: int
-    pvd_value: str
-    pvd_key_name: str
-    pin_tries: int
-    pin_blocked: bool
-    limit_txn_minor: int
-    limit_day_minor: int
-    limit_day_count: int
-
-
-@dataclass(frozen=True, slots=True)
-class TxnRow:
-    """One stored decision under its transaction key (the idempotency record),
-    with what it did to the ledger so reversals and completions can undo it."""
-
-    key: str
-    content: bytes
-    mti: str
-    rc: str
-    rrn: str
-    auth_code: str
-    de54: str
-    created_at: str
-    terminal: str
-    stan: str
-    pan_masked: str
-    card_id: int | None
-    code: str  # the full 6-digit processing code, '' when absent
-    amount_minor: int
-    currency: int
-    debit_account_id: int | None
-    credit_account_id: int | None
-    hold_id: int | None
-    state: str
-    effective_minor: int
-    business_day: str
-    counts_daily: bool
-    orig_key: str
-    seq: int = 0
-
+from iso_switch.ledger.rows import CardRow as CardRow
+from iso_switch.ledger.rows import IssuerRow as IssuerRow
+from iso_switch.ledger.rows import MerchantRow as MerchantRow
+from iso_switch.ledger.rows import TerminalRow as TerminalRow
+from iso_switch.ledger.rows import TxnRow as TxnRow
 
 _TXN_COLUMNS = tuple(f.name for f in fields(TxnRow) if f.name != "seq")
 _TXN_SELECT = "SELECT " + ", ".join((*_TXN_COLUMNS, "seq")) + " FROM txns"  # noqa: S608

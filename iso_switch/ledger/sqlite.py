@@ -1,5 +1,8 @@
 """The durable ledger on SQLite: WAL, ``synchronous=FULL``, migrations,
 explicit transactions for group commit, and the double-entry primitives.
+:class:`SqliteLedgerStore` is one implementation of the store interface
+(:mod:`iso_switch.ledger.store`): its batch is one SQLite transaction, its
+request scope a savepoint, its reference version ``PRAGMA data_version``.
 
 One writer. The switch's ledger writer (one thread) owns the connection:
 it opens one transaction per batch of requests (``begin``), gives each
@@ -31,9 +34,9 @@ import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from iso_switch.ledger.audit import AuditMixin
 from iso_switch.ledger.model import (
@@ -52,8 +55,12 @@ from iso_switch.ledger.model import (
     parse_ts,
     ts,
 )
+from iso_switch.ledger.model import Entry as Entry  # re-exported: the store's argument type
 from iso_switch.ledger.records import RecordsMixin
 from iso_switch.ledger.schema import MIGRATIONS
+
+if TYPE_CHECKING:
+    from iso_switch.ledger.store import AdminLedgerStore
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 # How long a writer waits for another process's write lock (the CLI) before
@@ -67,26 +74,6 @@ _ACCOUNT_COLUMNS = (
     "id, number, currency, kind, closed, debits_pending, debits_posted, "
     "credits_pending, credits_posted"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One leg of a linked group handed to :meth:`SqliteLedgerStore.move`.
-
-    For ``POSTED`` and ``PENDING``: debit, credit, amount and currency. For
-    ``POST_PENDING``: ``pending_id`` and the amount to post (at most the
-    held amount; the rest is released). For ``VOID_PENDING`` and
-    ``EXPIRE_PENDING``: ``pending_id`` only.
-    """
-
-    kind: TransferKind
-    debit_account_id: int = 0
-    credit_account_id: int = 0
-    amount_minor: int = 0
-    currency: int = 0
-    pending_id: int = 0
-    expires_at: datetime | None = None
-    ref: str = ""
 
 
 class _Row:
@@ -132,6 +119,95 @@ _LOAD_ROWS_QUERIES[2] = (
     f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1 UNION ALL "  # noqa: S608
     f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ?2"
 )
+
+
+# The entry kinds that open a transfer between two accounts; the others
+# resolve a hold.
+_OPENING_KINDS = frozenset((TransferKind.POSTED, TransferKind.PENDING))
+
+# What applying one entry gives :meth:`SqliteLedgerStore.move`: the debit and
+# credit rows, the amount, the currency and the resolved hold's id (or None).
+_Applied = tuple[_Row, _Row, int, int, int | None]
+
+
+def _accounts_of(entries: Sequence[Entry], holds: dict[int, Hold]) -> set[int]:
+    """Ids of every account the group touches (a hold's, for its resolutions)."""
+    wanted: set[int] = set()
+    for entry in entries:
+        if entry.pending_id:
+            hold = holds[entry.pending_id]
+            wanted.update((hold.debit_account_id, hold.credit_account_id))
+        else:
+            wanted.update((entry.debit_account_id, entry.credit_account_id))
+    return wanted
+
+
+def _check_opening(debit: _Row, credit: _Row, amount_minor: int, currency: int) -> None:
+    """The rules every new transfer meets before it touches a total (the
+    cardholder floor is checked after, on the changed totals)."""
+    if amount_minor <= 0:
+        raise InvalidAmount("amount must be positive")
+    if debit.id == credit.id:
+        raise InvalidAmount("debit and credit accounts must differ")
+    if not debit.currency == credit.currency == currency:
+        raise CurrencyMismatch("accounts and transfer differ in currency")
+    for row in (debit, credit):
+        if row.closed:
+            raise AccountClosed(row.id)
+
+
+def _open_transfer(
+    entry: Entry, accounts: dict[int, _Row], transfer_id: int,
+    hold_inserts: list[tuple[object, ...]],
+) -> _Applied:
+    """A ``POSTED`` or ``PENDING`` entry applied to the working rows; a
+    pending one also queues its hold row."""
+    amount = entry.amount_minor
+    debit, credit = accounts[entry.debit_account_id], accounts[entry.credit_account_id]
+    _check_opening(debit, credit, amount, entry.currency)
+    if entry.kind == TransferKind.POSTED:
+        debit.dpo += amount
+        credit.cpo += amount
+    else:
+        if entry.expires_at is None:
+            raise LedgerError("a hold needs an expiry")
+        debit.dp += amount
+        credit.cp += amount
+        hold_inserts.append((
+            transfer_id, debit.id, credit.id, amount, entry.currency, ts(entry.expires_at),
+        ))
+    return debit, credit, amount, entry.currency, None
+
+
+def _resolve_hold(
+    entry: Entry, hold: Hold, accounts: dict[int, _Row],
+    hold_updates: dict[int, tuple[str, int]],
+) -> _Applied:
+    """A post, void or expiry of ``hold`` applied to the working rows: the
+    held amount is released, a post then moves what it posts. A hold
+    resolves once, in the store and within the group."""
+    if hold.state != HoldState.PENDING or hold.id in hold_updates:
+        raise HoldNotPending("hold already resolved")
+    debit, credit = accounts[hold.debit_account_id], accounts[hold.credit_account_id]
+    debit.dp -= hold.amount_minor
+    credit.cp -= hold.amount_minor
+    if entry.kind == TransferKind.POST_PENDING:
+        amount = entry.amount_minor
+        if not 0 < amount <= hold.amount_minor:
+            raise InvalidAmount("posted amount must be positive and at most the hold")
+        for row in (debit, credit):
+            if row.closed:
+                raise AccountClosed(row.id)
+        debit.dpo += amount
+        credit.cpo += amount
+        hold_updates[hold.id] = (HoldState.POSTED, amount)
+    elif entry.kind == TransferKind.VOID_PENDING:
+        amount = hold.amount_minor
+        hold_updates[hold.id] = (HoldState.VOIDED, 0)
+    else:
+        amount = hold.amount_minor
+        hold_updates[hold.id] = (HoldState.EXPIRED, 0)
+    return debit, credit, amount, hold.currency, hold.id
 
 
 _ACCOUNT_KINDS = {str(kind): kind for kind in AccountKind}
@@ -272,6 +348,13 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
         the signal to drop cached reference data."""
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
+    def reference_version(self) -> int:
+        """The store's opaque token for reference data (:class:`LedgerStore`):
+        on SQLite, :meth:`data_version`, which moves on any other
+        connection's commit (reference data or not: a reload too many,
+        never one too few)."""
+        return self.data_version()
+
     def begin(self) -> None:
         """Start the write transaction of one batch (takes the write lock).
         Drops the cached cards if another connection has committed since
@@ -305,16 +388,26 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
         self._ksn_cache.clear()
         self._txn_accounts.clear()
 
-    def savepoint(self) -> None:
+    # The per-request undo scope (:class:`LedgerStore`), as one SQLite
+    # savepoint; the savepoint names are kept for callers that use them.
+
+    def begin_request(self) -> None:
+        """Open the undo scope of one request inside the batch transaction."""
         self.conn.execute("SAVEPOINT request")
 
-    def release(self) -> None:
+    def end_request(self) -> None:
+        """Keep the request's writes (they commit or roll back with the batch)."""
         self.conn.execute("RELEASE request")
 
-    def rollback_to(self) -> None:
+    def undo_request(self) -> None:
+        """Drop the request's writes and close its scope; the batch goes on."""
         self._forget_uncommitted()
         self.conn.execute("ROLLBACK TO request")
         self.conn.execute("RELEASE request")
+
+    savepoint = begin_request
+    release = end_request
+    rollback_to = undo_request
 
     @contextmanager
     def write(self) -> Iterator[None]:
@@ -392,15 +485,7 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
         transfer_id = self._next_transfer_id
         self._next_transfer_id += 1
         debit_row, credit_row = accounts[debit], accounts[credit]
-        if amount_minor <= 0:
-            raise InvalidAmount("amount must be positive")
-        if debit == credit:
-            raise InvalidAmount("debit and credit accounts must differ")
-        if not debit_row.currency == credit_row.currency == currency:
-            raise CurrencyMismatch("accounts and transfer differ in currency")
-        for row in (debit_row, credit_row):
-            if row.closed:
-                raise AccountClosed(row.id)
+        _check_opening(debit_row, credit_row, amount_minor, currency)
         debit_row.dpo += amount_minor
         credit_row.cpo += amount_minor
         debit_row.check_floor()
@@ -449,24 +534,15 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
 
     def move(self, entries: Sequence[Entry], now: datetime) -> list[int]:
         """Apply a linked group: all entries succeed, or a :class:`LedgerError`
-        is raised and nothing is written. Returns the new transfer ids."""
+        is raised and nothing is written. Returns the new transfer ids.
+
+        Every entry is checked and applied to working copies of the
+        accounts first (:func:`_open_transfer`, :func:`_resolve_hold`); only
+        a group that passed whole reaches :meth:`_write`."""
         if not self._in_txn:
             raise RuntimeError("ledger writes need an open transaction (begin)")
-        holds: dict[int, Hold] = {}
-        for entry in entries:
-            if entry.pending_id and entry.pending_id not in holds:
-                found = self.get_hold(entry.pending_id)
-                if found is None:
-                    raise HoldNotPending("no such hold")
-                holds[entry.pending_id] = found
-        wanted: set[int] = set()
-        for entry in entries:
-            if entry.pending_id:
-                hold = holds[entry.pending_id]
-                wanted.update((hold.debit_account_id, hold.credit_account_id))
-            else:
-                wanted.update((entry.debit_account_id, entry.credit_account_id))
-        accounts = self._load_rows(wanted)
+        holds = self._holds_of(entries)
+        accounts = self._load_rows(_accounts_of(entries, holds))
         created_at = ts(now)
         transfer_rows: list[tuple[object, ...]] = []
         hold_inserts: list[tuple[object, ...]] = []
@@ -475,57 +551,12 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
         for entry in entries:
             transfer_id = self._next_transfer_id
             self._next_transfer_id += 1
-            if entry.kind in (TransferKind.POSTED, TransferKind.PENDING):
-                amount = entry.amount_minor
-                debit, credit = accounts[entry.debit_account_id], accounts[entry.credit_account_id]
-                if amount <= 0:
-                    raise InvalidAmount("amount must be positive")
-                if debit.id == credit.id:
-                    raise InvalidAmount("debit and credit accounts must differ")
-                if not debit.currency == credit.currency == entry.currency:
-                    raise CurrencyMismatch("accounts and transfer differ in currency")
-                for row in (debit, credit):
-                    if row.closed:
-                        raise AccountClosed(row.id)
-                if entry.kind == TransferKind.POSTED:
-                    debit.dpo += amount
-                    credit.cpo += amount
-                else:
-                    if entry.expires_at is None:
-                        raise LedgerError("a hold needs an expiry")
-                    debit.dp += amount
-                    credit.cp += amount
-                    hold_inserts.append((
-                        transfer_id, debit.id, credit.id, amount, entry.currency,
-                        ts(entry.expires_at),
-                    ))
-                pending_id = None
-                currency = entry.currency
+            if entry.kind in _OPENING_KINDS:
+                debit, credit, amount, currency, pending_id = _open_transfer(
+                    entry, accounts, transfer_id, hold_inserts)
             else:
-                hold = holds[entry.pending_id]
-                if hold.state != HoldState.PENDING or hold.id in hold_updates:
-                    raise HoldNotPending("hold already resolved")
-                debit, credit = accounts[hold.debit_account_id], accounts[hold.credit_account_id]
-                debit.dp -= hold.amount_minor
-                credit.cp -= hold.amount_minor
-                if entry.kind == TransferKind.POST_PENDING:
-                    amount = entry.amount_minor
-                    if not 0 < amount <= hold.amount_minor:
-                        raise InvalidAmount("posted amount must be positive and at most the hold")
-                    for row in (debit, credit):
-                        if row.closed:
-                            raise AccountClosed(row.id)
-                    debit.dpo += amount
-                    credit.cpo += amount
-                    hold_updates[hold.id] = (HoldState.POSTED, amount)
-                elif entry.kind == TransferKind.VOID_PENDING:
-                    amount = hold.amount_minor
-                    hold_updates[hold.id] = (HoldState.VOIDED, 0)
-                else:
-                    amount = hold.amount_minor
-                    hold_updates[hold.id] = (HoldState.EXPIRED, 0)
-                pending_id = hold.id
-                currency = hold.currency
+                debit, credit, amount, currency, pending_id = _resolve_hold(
+                    entry, holds[entry.pending_id], accounts, hold_updates)
             debit.check_floor()
             debit.dirty = credit.dirty = True
             transfer_rows.append((
@@ -535,6 +566,17 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
             ids.append(transfer_id)
         self._write(accounts, transfer_rows, hold_inserts, hold_updates)
         return ids
+
+    def _holds_of(self, entries: Sequence[Entry]) -> dict[int, Hold]:
+        """The holds the group resolves, by id; an unknown one refuses the group."""
+        holds: dict[int, Hold] = {}
+        for entry in entries:
+            if entry.pending_id and entry.pending_id not in holds:
+                found = self.get_hold(entry.pending_id)
+                if found is None:
+                    raise HoldNotPending("no such hold")
+                holds[entry.pending_id] = found
+        return holds
 
     def _load_rows(self, ids: set[int]) -> dict[int, _Row]:
         """Working copies of the accounts. Rows already read or written in
@@ -602,22 +644,37 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
         expiry), posted, voided or expired, with exactly the transfers its
         state implies.
         """
-        problems: list[str] = []
-        conn = self.conn
-        for currency, dp, dpo, cp, cpo in conn.execute(
+        problems = [
+            *self._unbalanced_currencies(),
+            *self._cardholders_below_zero(),
+            *self._totals_unlike_transfers(),
+            *self._holds_unlike_transfers(),
+        ]
+        if now is not None:
+            problems.extend(self._holds_past_expiry(now))
+        return problems
+
+    def _unbalanced_currencies(self) -> Iterator[str]:
+        for currency, dp, dpo, cp, cpo in self.conn.execute(
             "SELECT currency, sum(debits_pending), sum(debits_posted), sum(credits_pending), "
             "sum(credits_posted) FROM accounts GROUP BY currency"
         ):
             if dp != cp:
-                problems.append(f"currency {currency}: pending debits {dp} != credits {cp}")
+                yield f"currency {currency}: pending debits {dp} != credits {cp}"
             if dpo != cpo:
-                problems.append(f"currency {currency}: posted debits {dpo} != credits {cpo}")
-        for (account_id,) in conn.execute(
+                yield f"currency {currency}: posted debits {dpo} != credits {cpo}"
+
+    def _cardholders_below_zero(self) -> Iterator[str]:
+        for (account_id,) in self.conn.execute(
             "SELECT id FROM accounts WHERE kind = 'cardholder' "
             "AND debits_pending + debits_posted > credits_posted"
         ):
-            problems.append(f"account id {account_id}: cardholder account below zero")
-        recomputed = conn.execute(
+            yield f"account id {account_id}: cardholder account below zero"
+
+    def _totals_unlike_transfers(self) -> Iterator[str]:
+        """Accounts whose four totals differ from a sum over their transfers
+        (posted legs) and pending holds."""
+        recomputed = self.conn.execute(
             """
             WITH legs AS (
                 SELECT debit_account_id AS acct, amount_minor AS dpo, 0 AS cpo FROM transfers
@@ -641,8 +698,12 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
         ).fetchall()
         for account_id, *diffs in recomputed:
             if any(diffs):
-                problems.append(f"account id {account_id}: totals differ from its transfers")
-        for hold_id, state, resolving, pending_rows in conn.execute(
+                yield f"account id {account_id}: totals differ from its transfers"
+
+    def _holds_unlike_transfers(self) -> Iterator[str]:
+        """Holds in an unknown state, or without exactly the pending transfer
+        and the resolving transfers their state implies."""
+        for hold_id, state, resolving, pending_rows in self.conn.execute(
             """
             SELECT h.id, h.state,
                 (SELECT count(*) FROM transfers t WHERE t.pending_id = h.id),
@@ -651,15 +712,22 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
             """
         ):
             if state not in {s.value for s in HoldState}:
-                problems.append(f"hold {hold_id}: unknown state")
+                yield f"hold {hold_id}: unknown state"
             if pending_rows != 1:
-                problems.append(f"hold {hold_id}: no pending transfer")
+                yield f"hold {hold_id}: no pending transfer"
             expected = 0 if state == HoldState.PENDING else 1
             if resolving != expected:
-                problems.append(f"hold {hold_id}: {resolving} resolving transfers for {state}")
-        if now is not None:
-            for (hold_id,) in conn.execute(
-                "SELECT id FROM holds WHERE state = 'pending' AND expires_at <= ?", (ts(now),)
-            ):
-                problems.append(f"hold {hold_id}: pending past its expiry")
-        return problems
+                yield f"hold {hold_id}: {resolving} resolving transfers for {state}"
+
+    def _holds_past_expiry(self, now: datetime) -> Iterator[str]:
+        for (hold_id,) in self.conn.execute(
+            "SELECT id FROM holds WHERE state = 'pending' AND expires_at <= ?", (ts(now),)
+        ):
+            yield f"hold {hold_id}: pending past its expiry"
+
+if TYPE_CHECKING:
+
+    def _implements_the_protocols(store: SqliteLedgerStore) -> AdminLedgerStore:
+        """mypy proves here that this store is an :class:`AdminLedgerStore`
+        (and so a :class:`~iso_switch.ledger.store.LedgerStore`)."""
+        return store
