@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from iso_switch.admin.cards import CardImport, ImportReport, check_pin, import_into
-from iso_switch.ledger import SqliteLedgerStore
+from iso_switch.ledger import AdminLedgerStore
 from iso_switch.ledger.audit import os_user
 from iso_switch.processor import ProcessorConfig, check_pan_hash_kcv, open_store, seed_demo
 from iso_switch.security.demo import pan_hash_key
@@ -17,7 +17,7 @@ from iso_switch.security.hsm import SoftwareHsm
 
 @contextmanager
 def _ledger(data_dir: Path, hsm: SoftwareHsm,
-            pan_hash_key_name: str) -> Iterator[tuple[SqliteLedgerStore, ProcessorConfig]]:
+            pan_hash_key_name: str) -> Iterator[tuple[AdminLedgerStore, ProcessorConfig]]:
     """The ledger under ``data_dir`` and the settings to write cards with:
     the key store's PAN hash key, checked against the one the ledger
     records (a card hashed under another key would never be found)."""

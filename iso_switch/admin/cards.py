@@ -53,7 +53,7 @@ from typing import Any, Final
 
 from iso_switch.codec.masking import mask_pan
 from iso_switch.issuer import pan_hash, pan_valid
-from iso_switch.ledger import AccountKind, SqliteLedgerStore
+from iso_switch.ledger import AccountKind, AdminLedgerStore
 from iso_switch.processor import PinHsm, ProcessorConfig
 from iso_switch.processor.seed import add_card
 
@@ -168,7 +168,7 @@ def check_pin(pin: str) -> None:
         raise CardImportError(f"the PIN is not {PIN_DIGITS_MIN} to {PIN_DIGITS_MAX} digits")
 
 
-def import_into(store: SqliteLedgerStore, hsm: PinHsm, defaults: ProcessorConfig,
+def import_into(store: AdminLedgerStore, hsm: PinHsm, defaults: ProcessorConfig,
                 cards: Iterable[CardImport], *, pin: str, actor: str,
                 now: datetime) -> ImportReport:
     """Create ``cards`` in the caller's write transaction (see the module's
@@ -186,7 +186,7 @@ def import_into(store: SqliteLedgerStore, hsm: PinHsm, defaults: ProcessorConfig
     return ImportReport(created, existing)
 
 
-def _import_one(store: SqliteLedgerStore, hsm: PinHsm, defaults: ProcessorConfig,
+def _import_one(store: AdminLedgerStore, hsm: PinHsm, defaults: ProcessorConfig,
                 card: CardImport, pin: str, actor: str, now: datetime) -> bool:
     """Create one card (and its account when absent); False when its PAN is
     on file already."""
@@ -222,7 +222,7 @@ def _or(value: int | None, default: int) -> int:
     return default if value is None else value
 
 
-def _equity_account(store: SqliteLedgerStore, currency: int, now: datetime) -> int:
+def _equity_account(store: AdminLedgerStore, currency: int, now: datetime) -> int:
     """The operator's funding account for opening balances in ``currency``
     (``EQUITY-156``), created when absent."""
     number = f"EQUITY-{currency}"

@@ -92,7 +92,7 @@ def _register_cards(subparsers: _Subparsers) -> None:
     reset = _action(cards, "reset-pin", "reset the PIN-try counter and unblock the PIN",
                     _cards_reset_pin)
     reset.add_argument("card_id", type=int, help="card id from 'cards list'")
-    _register_cards_import(action(cards, "import", CARDS_IMPORT_HELP, _cards_import))
+    _register_cards_import(_action(cards, "import", CARDS_IMPORT_HELP, _cards_import))
 
 
 def _register_terminals(subparsers: _Subparsers) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from iso_switch.acquirer.devices import NO_BINDINGS, DeviceBindings
-from iso_switch.ledger import SqliteLedgerStore
+from iso_switch.ledger import AdminLedgerStore, LedgerStore, SqliteLedgerStore
 from iso_switch.processor.core import Processor
 from iso_switch.processor.model import (
     CommitFailed,
@@ -30,9 +30,6 @@ from iso_switch.processor.seed import seed_demo
 
 LEDGER_FILE_NAME = "ledger.sqlite3"
 DATA_DIR_MODE = 0o700
-
-LedgerStore = SqliteLedgerStore
-
 
 def open_store(data_dir: Path, config: ProcessorConfig | None = None) -> SqliteLedgerStore:
     """The SQLite store under ``data_dir`` (created), migrated."""
@@ -52,7 +49,7 @@ class PanHashKeyMismatch(RuntimeError):
     one no card on file would be found. Names both check values only."""
 
 
-def check_pan_hash_kcv(store: SqliteLedgerStore, kcv: str) -> None:
+def check_pan_hash_kcv(store: AdminLedgerStore, kcv: str) -> None:
     """Record the PAN hash key's check value on first use; refuse another."""
     recorded = store.get_meta(PAN_HASH_KCV_META)
     if recorded is None:

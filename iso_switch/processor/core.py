@@ -13,7 +13,7 @@ Completions and reversals are matched to their originals in
 Not thread-safe: one writer thread calls :meth:`Processor.process_batch`.
 Reference data (terminals, merchants, issuers, BIN routes, blacklists) is
 cached in memory and reloaded when another process (the admin CLI) commits,
-which ``PRAGMA data_version`` reveals. Everything else is read from the
+which the store's ``reference_version()`` token reveals. Everything else is read from the
 store inside the batch's transaction, so a decision always sees the effects
 of the requests before it, in the same batch or earlier ones.
 """
@@ -47,7 +47,7 @@ from iso_switch.ledger import (
     Entry,
     HoldState,
     InsufficientFunds,
-    SqliteLedgerStore,
+    LedgerStore,
     TransferKind,
     TxnRow,
     parse_ts,
@@ -148,7 +148,7 @@ class Processor:
 
     def __init__(
         self,
-        store: SqliteLedgerStore,
+        store: LedgerStore,
         hsm: PinHsm,
         config: ProcessorConfig | None = None,
         clock: Callable[[], datetime] = utc_now,
@@ -158,7 +158,7 @@ class Processor:
         self.config = config or ProcessorConfig()
         self.clock = clock
         self.zone = ZoneInfo(self.config.timezone)
-        self._data_version = -1
+        self._reference_version: object = None
         self._seq = 0
         self._last_prune: datetime | None = None
         self._velocity: dict[int, deque[datetime]] = {}
@@ -182,10 +182,10 @@ class Processor:
         # one only costs a lookup); another process's commit reloads it.
         # None: too many to hold, look every original up.
         self._remembered: set[str] | None = store.remembered_orig_keys(REMEMBERED_FILTER_MAX)
-        self._data_version = store.data_version()
+        self._reference_version = store.reference_version()
 
     def _refresh(self) -> None:
-        if self.store.data_version() != self._data_version:
+        if self.store.reference_version() != self._reference_version:
             self.reload()
 
     # -- the batch -----------------------------------------------------------
@@ -213,13 +213,13 @@ class Processor:
             if not self._velocity_loaded:
                 self._load_velocity(self.clock())
             for request in requests:
-                store.savepoint()
+                store.begin_request()
                 try:
                     outcome = self._decide(request)
-                    store.release()
+                    store.end_request()
                 except Exception:
                     LOG.exception("request failed; answered 96")
-                    store.rollback_to()
+                    store.undo_request()
                     outcome = self._malfunction(request)
                 outcomes.append(outcome)
             store.commit()
@@ -282,17 +282,17 @@ class Processor:
     def _housekeeping(self, now: datetime) -> None:
         """Expire due holds, and prune old keys once per prune interval."""
         store = self.store
-        store.savepoint()
+        store.begin_request()
         try:
             for hold_id in store.due_holds(now):
                 self._expire_hold(hold_id, now)
             if self._last_prune is None or now - self._last_prune >= self.config.prune_interval:
                 store.prune(now - self.config.retention)
                 self._last_prune = now
-            store.release()
+            store.end_request()
         except Exception:
             LOG.exception("housekeeping failed; retried with the next batch")
-            store.rollback_to()
+            store.undo_request()
 
     def _expire_hold(self, hold_id: int, now: datetime) -> None:
         store = self.store

@@ -15,7 +15,7 @@ from datetime import datetime
 from iso_switch.codec.masking import mask_pan
 from iso_switch.codes import KNOWN_TXN_TYPES, TxnType
 from iso_switch.issuer import CardState, pan_hash
-from iso_switch.ledger import AccountKind, SqliteLedgerStore
+from iso_switch.ledger import AccountKind, AdminLedgerStore
 from iso_switch.ledger.records import CardRow, IssuerRow, MerchantRow, TerminalRow
 from iso_switch.processor.model import PinHsm, ProcessorConfig
 from iso_switch.routing import ON_US_ISSUER
@@ -56,7 +56,7 @@ DEMO_TERMINALS = (
 
 
 def add_card(
-    store: SqliteLedgerStore, hsm: PinHsm, config: ProcessorConfig, *, pan: str, pin: str,
+    store: AdminLedgerStore, hsm: PinHsm, config: ProcessorConfig, *, pan: str, pin: str,
     expiry: str, state: str, account_id: int, now: datetime,
 ) -> int:
     """Create a card: PAN only as keyed hash + masked form, PIN only as
@@ -72,7 +72,7 @@ def add_card(
     return store.insert_card(card, now)
 
 
-def seed_demo(store: SqliteLedgerStore, hsm: PinHsm, config: ProcessorConfig,
+def seed_demo(store: AdminLedgerStore, hsm: PinHsm, config: ProcessorConfig,
               now: datetime) -> bool:
     """Insert the rows of section 6 that are absent; True when any was."""
     currency = config.currency
