@@ -63,6 +63,7 @@ from iso_switch.processor.fields import (
     Parsed,
     echo,
     parse_request,
+    plain_response,
     response_mti,
 )
 from iso_switch.processor.model import (
@@ -96,7 +97,6 @@ UNSTORED = frozenset({ResponseCode.FORMAT_ERROR, ResponseCode.SECURITY_VIOLATION
 #: DE3 digits 3-4 (the account type) when DE3 is absent: the default account.
 DEFAULT_ACCOUNT_TYPE = "00"
 #: MTI classes (first two digits) whose responses carry DE37.
-RRN_CLASSES = ("01", "02", "04")
 # Bounds on in-memory risk state: recent request times kept per card, and
 # cards tracked before the whole map is dropped (velocity is best effort).
 VELOCITY_TIMES_PER_CARD_MAX = 64
@@ -357,11 +357,8 @@ class Processor:
                mac_ok: bool = False) -> Outcome:
         """An answer that stores nothing: 30, 63, 94, 96."""
         fields = request.fields
-        mti = fields.get("t", "")
-        response = {"t": response_mti(mti), **echo(fields)}
-        if mti[:2] in RRN_CLASSES:
-            response["37"] = self._rrn(self._next_seq(), request.received_at)
-        response["39"] = str(rc)
+        response = plain_response(fields, str(rc),
+                                  lambda: self._rrn(self._next_seq(), request.received_at))
         return Outcome(
             response, mac_ok and rc not in UNSTORED,
             self._log(fields, str(rc), decision, pan_masked),

@@ -8,7 +8,7 @@ content for idempotency are computed here, once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from iso_switch.acquirer.mac import MAC_FIELDS
@@ -297,3 +297,19 @@ def response_mti(mti: str) -> str:
 
 def echo(fields: Mapping[str, str]) -> dict[str, str]:
     return {k: fields[k] for k in ECHO_FIELDS if k in fields}
+
+
+#: Request classes whose responses always carry a DE37 (01xx, 02xx, 04xx).
+RRN_CLASSES = ("01", "02", "04")
+
+
+def plain_response(fields: Mapping[str, str], rc: str, rrn: Callable[[], str]) -> dict[str, str]:
+    """The answer to a request decided without a stored decision (30, 63,
+    91, 94, 96): the echoed fields, a DE37 where every response of the
+    class carries one (``rrn`` is called only then), and DE39."""
+    mti = fields.get("t", "")
+    response = {"t": response_mti(mti), **echo(fields)}
+    if mti[:2] in RRN_CLASSES:
+        response["37"] = rrn()
+    response["39"] = rc
+    return response

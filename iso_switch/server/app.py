@@ -48,10 +48,11 @@ from iso_switch.acquirer.mac import (
     verify_request_mac,
 )
 from iso_switch.codec import Codec, CodecError, load_spec
+from iso_switch.codes import ResponseCode
 from iso_switch.config import Config, ListenerConfig, TimeoutsConfig
 from iso_switch.logs import flush_logs, transaction_line
 from iso_switch.processor import CommitFailed, Outcome, Processor, Request
-from iso_switch.processor.fields import echo, response_mti
+from iso_switch.processor.fields import plain_response
 from iso_switch.protocol import (
     RECEIVE_CHUNK_BYTES,
     Framer,
@@ -473,7 +474,7 @@ class Switch:
                 request = Request(fields=fields, mac_status="invalid",
                                   received_at=self.clock(), listener=lc.name)
                 self._answer(_Pending(request, conn, tpdu, started, 0.0, seq),
-                             _plain(request, "63", "admission"))
+                             _plain(request, ResponseCode.SECURITY_VIOLATION, "admission"))
                 return
         status = mac_status(verify_request_mac(self.hsm, dialect.mac, message, fields))
         if device is not None:
@@ -498,7 +499,7 @@ class Switch:
                 self._pump.submit(pending)
                 return
             # Never queued: the deadline passed waiting for room.
-            self._answer(pending, _plain(request, "91", "deadline"))
+            self._answer(pending, _plain(request, ResponseCode.ISSUER_INOPERATIVE, "deadline"))
             return
         self._pump.submit(pending)
 
@@ -643,7 +644,8 @@ class Switch:
                 now = trio.current_time()
                 for pending in pump.expire(now):
                     self._queue_slots.release()
-                    self._answer(pending, _plain(pending.request, "91", "deadline"))
+                    self._answer(pending, _plain(pending.request,
+                                                 ResponseCode.ISSUER_INOPERATIVE, "deadline"))
                 following = pump.next_deadline()
                 await trio.sleep_until(
                     following if following is not None else now + default_wait)
@@ -748,16 +750,16 @@ class _LedgerPump:
             log.error("batch in doubt: answering stored decisions, 91 for the rest",
                       size=len(requests), reason=str(doubt),
                       recalled=sum(o is not None for o in doubt.recalled))
-            return [_plain(r, "91", "in doubt") if o is None else o
+            return [_plain(r, ResponseCode.ISSUER_INOPERATIVE, "in doubt") if o is None else o
                     for r, o in zip(requests, doubt.recalled, strict=True)]
         except CommitFailed:
             log.error("batch commit failed: answering 96, nothing posted", size=len(requests))
-            return [_plain(r, "96", "commit failed") for r in requests]
+            return [_plain(r, ResponseCode.SYSTEM_MALFUNCTION, "commit failed") for r in requests]
         except Exception as exc:
             log.error("batch failed unexpectedly: answering 96", size=len(requests),
                       error=type(exc).__name__)
             self._recover()
-            return [_plain(r, "96", "processor error") for r in requests]
+            return [_plain(r, ResponseCode.SYSTEM_MALFUNCTION, "processor error") for r in requests]
 
     def _recover(self) -> None:
         """Roll back whatever a failed batch left open before the next one."""
@@ -780,16 +782,13 @@ def _server_rrn() -> str:
     return f"{int(time.time()) % 86_400:05d}9{next(_server_rrns) % 1_000_000:06d}"
 
 
-def _plain(request: Request, rc: str, decision: str) -> Outcome:
+def _plain(request: Request, code: ResponseCode, decision: str) -> Outcome:
     """An answer that stores nothing (91, 96): echo, DE37 on 01xx/02xx/04xx
     responses as interface section 3 asks, DE39; MACed per
     :func:`~iso_switch.acquirer.mac.response_maced`."""
     fields = request.fields
-    mti = fields.get("t", "")
-    response = {"t": response_mti(mti), **echo(fields)}
-    if mti[:2] in ("01", "02", "04"):
-        response["37"] = _server_rrn()
-    response["39"] = rc
+    rc = str(code)  # plain strings on the wire and in log lines
+    response = plain_response(fields, rc, _server_rrn)
     amount = fields.get("4", "")
     return Outcome(response, response_maced(request.mac_status == "valid", rc), {
         "mti": fields.get("t", ""), "stan": fields.get("11"), "terminal": fields.get("41"),
