@@ -5,7 +5,7 @@ account (purchases and completions credit it, refunds debit it) and an
 acquirer cash clearing account (withdrawals credit it). A terminal profile
 says whether MACs are required and which processing codes it may use.
 
-The acquirer's checks of the order of checks (interface.md section 3) are
+The acquirer's checks of the order of checks (docs/interface.md section 3) are
 here, each a pure function answering its response code or ``None``:
 :func:`check_merchant` (``03``), :func:`check_profile` (``58``) and
 :func:`check_txn_type` (``12``).

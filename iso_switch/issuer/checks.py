@@ -1,5 +1,5 @@
 """The issuer's checks: one small pure function per rule of the order of
-checks (interface.md section 3) that the issuer owns, each answering the
+checks (docs/interface.md section 3) that the issuer owns, each answering the
 response code it decides or ``None`` when the request passes it.
 
 They take plain values (amounts in minor units, states, flags), never store

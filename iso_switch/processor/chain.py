@@ -1,4 +1,4 @@
-"""The decision chain: the order of checks of interface.md section 3, from
+"""The decision chain: the order of checks of docs/interface.md section 3, from
 the terminal and merchant to the risk rules, as one sequence of steps.
 
 A step is a plain function ``step(facts) -> ResponseCode | None``: it reads
