@@ -56,6 +56,7 @@ INTERFACE_ORDER = (
     ("currency", {"57"}),
     ("amount", {"13"}),
     ("limits", {"61", "65"}),
+    ("refund_cap", {"61"}),
     ("accounts", {"57", "76", "12"}),
     ("funds", {"51", "57"}),
     ("review", {"01"}),

@@ -555,6 +555,31 @@ def test_daily_usage_accumulates_per_card_and_day(store: AdminLedgerStore) -> No
     assert store.usual_debit(1) == (4_300, 4)
 
 
+def test_terminal_refunds_accumulate_per_terminal_and_day(store: AdminLedgerStore) -> None:
+    with store.write():
+        store.add_terminal_refunds("T1", "2025-03-01", 1_000)
+        store.add_terminal_refunds("T1", "2025-03-01", 500)
+        store.add_terminal_refunds("T1", "2025-03-01", -1_000)  # a reversal gives back
+        store.add_terminal_refunds("T1", "2025-02-28", 3_000)
+        store.add_terminal_refunds("T2", "2025-03-01", 9_999)
+    assert store.terminal_refunds("T1", "2025-03-01") == 500
+    assert store.terminal_refunds("T1", "2025-02-28") == 3_000
+    assert store.terminal_refunds("T1", "2025-03-02") == 0
+    assert store.terminal_refunds("T3", "2025-03-01") == 0
+
+
+def test_terminal_refunds_of_an_undone_request_are_gone(store: AdminLedgerStore) -> None:
+    store.begin()
+    store.begin_request()
+    store.add_terminal_refunds("T1", "2025-03-01", 700)
+    store.end_request()
+    store.begin_request()
+    store.add_terminal_refunds("T1", "2025-03-01", 300)
+    store.undo_request()
+    store.commit()
+    assert store.terminal_refunds("T1", "2025-03-01") == 700
+
+
 # -- reference data, accounts, meta ------------------------------------------------
 
 
@@ -579,6 +604,20 @@ def test_reference_data_reads_back_as_upserted(store: AdminLedgerStore) -> None:
     assert store.load_terminals() == {"T1": TerminalRow("T1", "M1", False, frozenset())}
     assert store.load_blacklist() == frozenset({("pan", "a")})
     assert store.list_blacklist() == [("pan", "a", "stolen")]
+
+
+def test_a_terminals_refund_policy_reads_back_as_upserted(store: AdminLedgerStore) -> None:
+    no_refunds = TerminalRow("T1", "M1", True, frozenset({"00", "20"}), refunds_allowed=False)
+    capped = TerminalRow("T2", "M1", True, frozenset({"20"}), True, refund_day_minor=50_000)
+    with store.write():
+        store.upsert_terminal(no_refunds)
+        store.upsert_terminal(capped)
+    assert store.load_terminals() == {"T1": no_refunds, "T2": capped}
+    uncapped = TerminalRow("T2", "M1", True, frozenset({"20"}))
+    with store.write():
+        store.upsert_terminal(uncapped)
+    assert store.load_terminals()["T2"] == uncapped
+    assert uncapped.refunds_allowed and uncapped.refund_day_minor is None
 
 
 def test_accounts_are_found_by_id_and_number(

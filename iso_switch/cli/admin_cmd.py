@@ -106,6 +106,24 @@ def _register_terminals(subparsers: _Subparsers) -> None:
                                  help="MACs optional (default: required on 01xx/02xx/04xx)")
     terminal_create.add_argument("--codes", default="00,01,20,30,31,40",
                                  help="allowed processing codes (default all)")
+    refunds = terminal_create.add_mutually_exclusive_group()
+    refunds.add_argument("--refunds-per-day-minor", type=_positive_minor, metavar="MINOR",
+                         help="allow refunds, at most MINOR (minor units) per business day "
+                         "(default: no refunds)")
+    refunds.add_argument("--refunds-uncapped", action="store_true",
+                         help="allow refunds without a daily cap (default: no refunds)")
+
+
+def _positive_minor(text: str) -> int:
+    """A daily refund cap: a whole number of minor units, at least 1 (a
+    terminal that may refund nothing is one without refunds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a whole number of minor units") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("at least 1 (leave refunds off instead)")
+    return value
 
 
 def _register_merchants(subparsers: _Subparsers) -> None:
@@ -372,13 +390,24 @@ def _cards_reset_pin(args: argparse.Namespace) -> int:
 def _terminals_list(args: argparse.Namespace) -> int:
     for t in sorted(_open(args).load_terminals().values(), key=lambda t: t.id):
         mac = "MAC required" if t.mac_required else "MAC optional"
-        print(f"{t.id:<10} {t.merchant_id:<16} {mac:<13} codes {','.join(sorted(t.allowed_codes))}")
+        print(f"{t.id:<10} {t.merchant_id:<16} {mac:<13} codes {','.join(sorted(t.allowed_codes))}"
+              f"  {_refunds(t)}")
     return 0
+
+
+def _refunds(terminal) -> str:  # type: ignore[no-untyped-def]
+    if not terminal.refunds_allowed:
+        return "refunds no"
+    if terminal.refund_day_minor is None:
+        return "refunds uncapped"
+    return f"refunds {terminal.refund_day_minor}/day"
 
 
 def _profile(terminal) -> dict[str, object]:  # type: ignore[no-untyped-def]
     return {"merchant": terminal.merchant_id, "mac_required": terminal.mac_required,
-            "codes": sorted(terminal.allowed_codes)}
+            "codes": sorted(terminal.allowed_codes),
+            "refunds_allowed": terminal.refunds_allowed,
+            "refund_day_minor": terminal.refund_day_minor}
 
 
 def _terminals_create(args: argparse.Namespace) -> int:
@@ -391,7 +420,9 @@ def _terminals_create(args: argparse.Namespace) -> int:
             print("error: no such merchant")
             return 1
         old = store.load_terminals().get(args.id)
-        new = TerminalRow(args.id, args.merchant, not args.no_mac, codes)
+        allowed = args.refunds_uncapped or args.refunds_per_day_minor is not None
+        new = TerminalRow(args.id, args.merchant, not args.no_mac, codes,
+                          refunds_allowed=allowed, refund_day_minor=args.refunds_per_day_minor)
         store.upsert_terminal(new)
         _audit(store, "terminal.save", args.id, None if old is None else _profile(old),
                _profile(new))

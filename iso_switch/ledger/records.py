@@ -90,10 +90,12 @@ class RecordsMixin:
 
     def load_terminals(self) -> dict[str, TerminalRow]:
         rows = self.conn.execute(
-            "SELECT id, merchant_id, mac_required, allowed_codes FROM terminals"
+            "SELECT id, merchant_id, mac_required, allowed_codes, refunds_allowed, "
+            "refund_day_minor FROM terminals"
         )
         return {
-            r[0]: TerminalRow(r[0], r[1], bool(r[2]), frozenset(filter(None, r[3].split(","))))
+            r[0]: TerminalRow(r[0], r[1], bool(r[2]), frozenset(filter(None, r[3].split(","))),
+                              bool(r[4]), r[5])
             for r in rows
         }
 
@@ -117,11 +119,14 @@ class RecordsMixin:
 
     def upsert_terminal(self, terminal: TerminalRow) -> None:
         self.conn.execute(
-            "INSERT INTO terminals (id, merchant_id, mac_required, allowed_codes) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET merchant_id = excluded.merchant_id,"
-            " mac_required = excluded.mac_required, allowed_codes = excluded.allowed_codes",
+            "INSERT INTO terminals (id, merchant_id, mac_required, allowed_codes, refunds_allowed,"
+            " refund_day_minor) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET"
+            " merchant_id = excluded.merchant_id, mac_required = excluded.mac_required,"
+            " allowed_codes = excluded.allowed_codes, refunds_allowed = excluded.refunds_allowed,"
+            " refund_day_minor = excluded.refund_day_minor",
             (terminal.id, terminal.merchant_id, int(terminal.mac_required),
-             ",".join(sorted(terminal.allowed_codes))),
+             ",".join(sorted(terminal.allowed_codes)), int(terminal.refunds_allowed),
+             terminal.refund_day_minor),
         )
 
     def upsert_merchant(self, merchant: MerchantRow) -> None:
@@ -262,6 +267,21 @@ class RecordsMixin:
             "ON CONFLICT(card_id, day) DO UPDATE SET amount_minor = amount_minor + "
             "excluded.amount_minor, count = count + excluded.count",
             (card_id, day, amount_minor, count),
+        )
+
+    def terminal_refunds(self, terminal_id: str, day: str) -> int:
+        row = self.conn.execute(
+            "SELECT refund_minor FROM terminal_daily WHERE terminal_id = ? AND day = ?",
+            (terminal_id, day),
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def add_terminal_refunds(self, terminal_id: str, day: str, amount_minor: int) -> None:
+        self.conn.execute(
+            "INSERT INTO terminal_daily (terminal_id, day, refund_minor) VALUES (?, ?, ?) "
+            "ON CONFLICT(terminal_id, day) DO UPDATE SET refund_minor = refund_minor + "
+            "excluded.refund_minor",
+            (terminal_id, day, amount_minor),
         )
 
     def card_usage(self, card_id: int, day: str) -> tuple[int, int, int, int]:

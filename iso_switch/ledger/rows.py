@@ -11,10 +11,18 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class TerminalRow:
+    """A terminal's profile. The refund policy's defaults are those of a
+    terminal that has none on record (refunds allowed, no daily cap), so a
+    row read from an older ledger keeps its behaviour; the admin CLI sets
+    the policy explicitly (no refunds unless asked)."""
+
     id: str
     merchant_id: str
     mac_required: bool
     allowed_codes: frozenset[str]
+    refunds_allowed: bool = True
+    # The most the terminal may refund per business day; None: no cap.
+    refund_day_minor: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

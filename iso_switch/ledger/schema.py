@@ -196,6 +196,26 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX txns_card_day_auth ON txns (card_id, business_day, auth_code)
         WHERE auth_code != '';
     """,
+    # 4: a terminal's refund policy. A terminal on record before it keeps
+    # its behaviour (refunds allowed, no daily cap): the migration changes
+    # no deployed terminal's answers; an operator sets a policy per terminal.
+    # terminal_daily holds each terminal's approved refunds per business
+    # day, kept in the transaction that posts or reverses them; it starts
+    # from the refunds already in the journal.
+    """
+    ALTER TABLE terminals ADD COLUMN refunds_allowed INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE terminals ADD COLUMN refund_day_minor INTEGER;
+    CREATE TABLE terminal_daily (
+        terminal_id TEXT NOT NULL,
+        day TEXT NOT NULL,
+        refund_minor INTEGER NOT NULL,
+        PRIMARY KEY (terminal_id, day)
+    );
+    INSERT INTO terminal_daily (terminal_id, day, refund_minor)
+        SELECT terminal, business_day, sum(effective_minor) FROM txns
+        WHERE substr(code, 1, 2) = '20' AND substr(mti, 1, 3) = '020' AND state = 'posted'
+        GROUP BY terminal, business_day;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -135,6 +135,16 @@ class LedgerStore(Protocol):
     def usual_debit(self, card_id: int) -> tuple[int, int]: ...
     def add_daily_usage(self, card_id: int, day: str, amount_minor: int, count: int) -> None: ...
 
+    def terminal_refunds(self, terminal_id: str, day: str) -> int:
+        """The amount a terminal's approved refunds of business day ``day``
+        still come to (0 when none): reversals give back what they reverse."""
+        ...
+
+    def add_terminal_refunds(self, terminal_id: str, day: str, amount_minor: int) -> None:
+        """Add to :meth:`terminal_refunds` of ``day`` (a reversal adds a
+        negative amount), in the caller's transaction."""
+        ...
+
     # -- decisions ---------------------------------------------------------------
 
     def max_txn_seq(self) -> int: ...

@@ -19,7 +19,10 @@ The chain is split where a decision may come from elsewhere:
   routing) and runs on every original (0100/0200).
 - :data:`ISSUER` is the on-us issuer's part. The processor
   (``Processor._on_us_issuer``) loads the card's facts from the ledger and
-  runs it only when :data:`FRONT` routed the card to the on-us issuer.
+  runs it only when :data:`FRONT` routed the card to the on-us issuer. One
+  of its steps is the acquirer's: ``refund_cap``, the terminal's refunds per
+  business day, sits with the amounts and limits where the order of checks
+  puts them (a chain for a remote issuer would carry it too).
 
 That gap between the two is the seam for remote issuers (interface section
 7.2): a card routed to a remote issuer stops after :data:`FRONT` (plus the
@@ -43,7 +46,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from iso_switch.acquirer import check_merchant, check_profile, check_txn_type
+from iso_switch.acquirer import (
+    check_merchant,
+    check_profile,
+    check_refund_cap,
+    check_refund_policy,
+    check_txn_type,
+)
 from iso_switch.codes import ResponseCode, TxnType
 from iso_switch.issuer import PinOutcome, amount_fires, pin_step, velocity_fires
 from iso_switch.issuer.checks import (
@@ -120,6 +129,7 @@ class Facts:
     dest: Account | None = None  # DE103's account of a transfer
     used: tuple[int, int] = (0, 0)  # today's debits of the card: total, count
     usual: tuple[int, int] = (0, 0)  # the card's approved debits: total, count
+    refunded_minor: int = 0  # the terminal's refunds of the business day (capped refunds)
     # Found by steps, recorded by the processor.
     pin: PinOutcome | None = None
     pin_decoded: bool = False  # a PIN block decoded: the KSN authenticated
@@ -154,8 +164,11 @@ def terminal_or_merchant(f: Facts) -> ResponseCode | None:
 
 
 def terminal_profile(f: Facts) -> ResponseCode | None:
-    assert f.terminal is not None  # terminal_or_merchant passed
-    return check_profile(f.terminal.allowed_codes, f.txn_type)
+    """The processing codes the terminal may use, then its refund policy."""
+    terminal = f.terminal
+    assert terminal is not None  # terminal_or_merchant passed
+    return (check_profile(terminal.allowed_codes, f.txn_type)
+            or check_refund_policy(terminal.refunds_allowed, f.txn_type))
 
 
 def processing_code(f: Facts) -> ResponseCode | None:
@@ -239,6 +252,14 @@ def limits(f: Facts) -> ResponseCode | None:
     return rc
 
 
+def refund_cap(f: Facts) -> ResponseCode | None:
+    """The terminal's refunds per business day: an acquirer's limit, with
+    the amounts and limits in the order of checks, so after the card's."""
+    assert f.terminal is not None  # terminal_or_merchant passed
+    return check_refund_cap(f.txn_type, f.p.amount_minor or 0, f.refunded_minor,
+                            f.terminal.refund_day_minor)
+
+
 def accounts(f: Facts) -> ResponseCode | None:
     if f.txn_type != TxnType.FUNDS_TRANSFER:
         return None
@@ -304,8 +325,8 @@ ACQUIRER: Chain = (terminal_or_merchant, terminal_profile, processing_code)
 #: The switch's part of an original's decision: up to the issuer's door.
 FRONT: Chain = (*ACQUIRER, card_number, routing)
 #: The on-us issuer's part, run on the card's facts loaded from the ledger.
-ISSUER: Chain = (card_on_file, expiry, card_state, pin, currency, amount, limits, accounts,
-                 funds, review, risk)
+ISSUER: Chain = (card_on_file, expiry, card_state, pin, currency, amount, limits, refund_cap,
+                 accounts, funds, review, risk)
 #: A completion (0220) before it is matched to its authorization.
 COMPLETION_FRONT: Chain = (*ACQUIRER, card_number)
 #: A reversal (0400/0420) before it is matched to its original.

@@ -509,7 +509,8 @@ class Processor:
         return Decision(rc, card=f.card, pan_masked=pan_masked, pin_decoded=f.pin_decoded)
 
     def _load_card_facts(self, f: Facts) -> None:
-        """The card and its accounts from the ledger, for the issuer part."""
+        """The card and its accounts from the ledger, and for a refund on a
+        capped terminal the terminal's refunds of the day, for the issuer part."""
         p, store = f.p, self.store
         card = f.card = store.cached_card_by_hash(pan_hash(self.config.pan_hash_key, p.pan))
         if card is None:
@@ -520,6 +521,9 @@ class Processor:
             used_minor, used_count, usual_minor, usual_count = store.card_usage(
                 card.id, f.business_day)
             f.used, f.usual = (used_minor, used_count), (usual_minor, usual_count)
+        terminal = f.terminal
+        if code == TxnType.REFUND and terminal and terminal.refund_day_minor is not None:
+            f.refunded_minor = store.terminal_refunds(terminal.id, f.business_day)
         if code == TxnType.FUNDS_TRANSFER:
             if p.source_account:
                 chosen = store.account_by_number(p.source_account)
@@ -574,6 +578,8 @@ class Processor:
         counts_daily = code in DEBIT_TYPES
         if counts_daily:
             store.add_daily_usage(card.id, f.business_day, amount, 1)
+        elif code == TxnType.REFUND:  # counted capped or not: a cap set later sees the day
+            store.add_terminal_refunds(p.terminal, f.business_day, amount)
         if referred:
             assert hold_id is not None
             store.add_review(p.key, hold_id, now)
@@ -675,6 +681,8 @@ class Processor:
         if target.counts_daily and target.card_id is not None:
             store.add_daily_usage(target.card_id, target.business_day, -delta,
                                   -1 if actual == 0 else 0)
+        elif target.code[:2] == TxnType.REFUND:
+            store.add_terminal_refunds(target.terminal, target.business_day, -delta)
         return dataclasses.replace(decided, effective=delta, debit=target.credit_account_id,
                                    credit=target.debit_account_id)
 

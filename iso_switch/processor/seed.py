@@ -47,11 +47,15 @@ DEMO_CARDS = (
     DemoCard("4761739001010044", "2812", "1111", CardState.STOLEN, "6222020000000049", 100_000),
     DemoCard("4761739001010051", "2001", "1111", CardState.ACTIVE, "6222020000000056", 100_000),
 )
+# The demo terminals refund without a daily cap (section 6 sets none).
 DEMO_TERMINALS = (
-    TerminalRow("TERM0001", MERCHANT_ID, True, ALL_CODES),
+    TerminalRow("TERM0001", MERCHANT_ID, True, ALL_CODES, refunds_allowed=True,
+                refund_day_minor=None),
     TerminalRow("TERM0002", MERCHANT_ID, True,
-                ALL_CODES - {TxnType.CASH_WITHDRAWAL.value, TxnType.FUNDS_TRANSFER.value}),
-    TerminalRow("TERM0003", MERCHANT_ID, False, ALL_CODES),
+                ALL_CODES - {TxnType.CASH_WITHDRAWAL.value, TxnType.FUNDS_TRANSFER.value},
+                refunds_allowed=True, refund_day_minor=None),
+    TerminalRow("TERM0003", MERCHANT_ID, False, ALL_CODES, refunds_allowed=True,
+                refund_day_minor=None),
 )
 
 
