@@ -428,6 +428,10 @@ class KeyStore:
         return self._directory
 
     @property
+    def master_kcv(self) -> str:
+        return self._master.kcv
+
+    @property
     def uses_demo_master_key(self) -> bool:
         return self._master.is_demo
 
