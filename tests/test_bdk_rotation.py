@@ -257,3 +257,16 @@ def test_bootstrap_gives_the_hsm_the_configured_grace(rotated: tuple[KeyStore, P
             assert usable
         except KsnError:
             assert not usable
+
+
+def test_keys_list_shows_the_rotated_bdk(rotated: tuple[KeyStore, Path],
+                                         capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_security_keystore import run_cli
+
+    monkeypatch.delenv("ISO_SWITCH_MASTER_KEY", raising=False)
+    assert run_cli(["keys", "list", "--keys-dir", str(rotated[1])]) == 0
+    out = capsys.readouterr().out
+    assert "rotated BDKs" in out
+    assert f"demo-bdk version 00  KCV 08D7B4  key set {OLD_SET}" in out
+    assert OLD_BDK.hex().upper() not in out.upper()
