@@ -153,7 +153,10 @@ def _register_rotate(sub: _Subparsers) -> None:
     rotate = sub.add_parser(
         "rotate", help="replace a key with a fresh one, or re-wrap all under a new master key",
         description="Rotate NAME: a fresh random key of the same usage, key version + 1, the old "
-        "block moved to retired/. A BDK needs --key-set-id (terminals select BDKs by it). "
+        "block kept in retired/ with the time it was replaced. A BDK needs a new --key-set-id "
+        "(terminals select BDKs by it); the old BDK keeps serving its old key set for "
+        "keys.bdk_rotation_grace_h hours. PIN verification keys and the PAN hash key are "
+        "refused (data on file depends on them). "
         "Or rotate the master key with --new-master-key-env VAR / --new-master-key-file F: "
         "every block is re-wrapped and checked before any file is replaced.",
     )

@@ -683,6 +683,8 @@ class KeyStore:
                 for tmp, target in written:
                     os.replace(tmp, target)
                 _fsync_directory(directory)
+                if retired:
+                    _fsync_directory(directory / RETIRED_DIR)
             finally:
                 for tmp, _ in written:
                     tmp.unlink(missing_ok=True)
