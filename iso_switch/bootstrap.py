@@ -25,6 +25,7 @@ from iso_switch.security.hsm import SoftwareHsm
 from iso_switch.security.keystore import MASTER_KEY_ENV, KeyStore, resolve_master_key
 
 log = structlog.get_logger("iso_switch.server")
+SECONDS_PER_HOUR = 3600
 
 
 class DemoKeyRefused(SecurityError):
@@ -66,7 +67,7 @@ def build_hsm(config: Config, *, warn: bool = True) -> SoftwareHsm:
         if demo_keys:
             raise DemoKeyRefused("demo keys are refused outside demo mode: "
                                  + ", ".join(demo_keys))
-    hsm = SoftwareHsm(store)
+    hsm = SoftwareHsm(store, bdk_grace_s=config.keys.bdk_rotation_grace_h * SECONDS_PER_HOUR)
     if warn and hsm.uses_demo_keys:
         log.warning("running on DEMO keys (public test keys): never use with real cards",
                     store_dir=str(keys_dir_for(config)))

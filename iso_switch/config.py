@@ -264,6 +264,9 @@ class KeysConfig:
     pan_hash_key: str = ""
     #: Key sets whose devices are bound to terminal IDs (none by default).
     device_binding: tuple[DeviceBindingConfig, ...] = ()
+    #: Hours a rotated BDK still serves the key set it had, so terminals can
+    #: be re-injected meanwhile (0: refused at once; at most a year).
+    bdk_rotation_grace_h: int = field(default=720, metadata=_bounded(0, 8760))
 
 
 @dataclass(frozen=True, slots=True)

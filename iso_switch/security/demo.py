@@ -33,11 +33,15 @@ DEMO_KEY_KCVS: dict[str, str] = {
 
 
 def demo_keys_in(store: KeyStore) -> list[str]:
-    """Names (with KCV) of the store's keys that are demo keys."""
+    """Names (with KCV) of the store's keys that are demo keys, rotated BDKs
+    included (one may still be in its grace period)."""
     found = []
     for info in store.list_keys():
         if info.name.startswith(DEMO_KEY_PREFIX) or info.kcv in DEMO_KEY_KCVS:
             found.append(f"{info.name} (KCV {info.kcv})")
+    for bdk in store.retired_bdks():
+        if bdk.name.startswith(DEMO_KEY_PREFIX) or bdk.kcv in DEMO_KEY_KCVS:
+            found.append(f"{bdk.name} version {bdk.key_version}, rotated (KCV {bdk.kcv})")
     return found
 
 

@@ -17,16 +17,18 @@ something raise :class:`KsnError` when they cannot.
 from __future__ import annotations
 
 import abc
+import logging
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from iso_switch.security import tr31
 from iso_switch.security._ciphers import tdes_ecb_decrypt_uncached, tdes_ecb_encrypt
 from iso_switch.security.dukpt import PREFIX_CACHE_ENTRIES, DukptDeriver, DukptKeys
 from iso_switch.security.errors import KeyStoreError, KsnError, PinBlockError, SecurityError
-from iso_switch.security.keystore import KeyInfo, KeyStore, MasterKey
+from iso_switch.security.keystore import KeyInfo, KeyStore, MasterKey, RetiredBdk
 from iso_switch.security.ksn import Ksn, parse_ksn, tdes_ksn_bytes
 from iso_switch.security.mac import (
     RETAIL_MAC_BYTES,
@@ -73,8 +75,25 @@ DEFAULT_PVKI = 1
 # keys, about 450 bytes, so about 2 MiB at this bound.
 KSN_CACHE_ENTRIES = 4096
 PIN_BLOCK_BYTES = 8
+#: Devices per rotated BDK whose first authentication under it is logged;
+#: past this the set starts again (a device may then be logged twice).
+GRACE_LOGGED_DEVICES_MAX = 10_000
 _UNSET = object()  # the zone PIN key's name, not yet looked up
 _PVK_USAGE = {PIN_METHOD_PVV: tr31.USAGE_PVK_VISA, PIN_METHOD_IBM3624: tr31.USAGE_PVK_IBM3624}
+
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _GraceBdk:
+    """A rotated BDK the HSM still derives from, until ``until_s`` (epoch
+    seconds), and the devices already logged as using it."""
+
+    bdk: RetiredBdk
+    deriver: DukptDeriver
+    until_s: float
+    logged: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,10 +247,14 @@ class SoftwareHsm(Hsm):
         pvk_names: Mapping[str, str] | None = None,
         ksn_cache_entries: int = KSN_CACHE_ENTRIES,
         prefix_cache_entries: int = PREFIX_CACHE_ENTRIES,
+        bdk_grace_s: float = 0.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``pvk_names`` maps ``'pvv'`` /
         ``'ibm3624'`` to the PIN verification key to use (default: the only
-        V2 / V1 key in the store)."""
+        V2 / V1 key in the store). ``bdk_grace_s``: how long after its
+        rotation a BDK still serves the key set it had (0: not at all);
+        ``clock`` gives epoch seconds (tests move it)."""
         self._store = key_store
         self._pvk_names = dict(pvk_names or {})
         self._derivers: dict[str, DukptDeriver] = {}
@@ -240,6 +263,9 @@ class SoftwareHsm(Hsm):
         self._lock = threading.Lock()
         self._prefix_cache_entries = prefix_cache_entries
         self._zone_pin_name: object = _UNSET
+        self._grace: dict[str, _GraceBdk] = {}
+        self._bdk_grace_s = bdk_grace_s
+        self._clock = clock
 
     @classmethod
     def from_bdks(
@@ -271,24 +297,49 @@ class SoftwareHsm(Hsm):
 
     # --- DUKPT -------------------------------------------------------------
 
-    def _deriver(self, key_set_id: str) -> DukptDeriver:
-        deriver = self._derivers.get(key_set_id)
-        if deriver is None:
-            bdk = self._store.bdk_for_key_set(key_set_id)
-            if bdk is None:
-                raise KsnError("no base derivation key for the KSN's key set")
-            deriver = DukptDeriver(bdk, self._prefix_cache_entries)
-            self._derivers[key_set_id] = deriver
+    def _current_deriver(self, key_set_id: str) -> DukptDeriver | None:
+        """The deriver of the key set's current BDK (made once), or None."""
+        bdk = self._store.bdk_for_key_set(key_set_id)
+        if bdk is None:
+            return None
+        deriver = self._derivers[key_set_id] = DukptDeriver(bdk, self._prefix_cache_entries)
         return deriver
+
+    def _grace_deriver(self, key_set_id: str) -> DukptDeriver:
+        """The deriver of the rotated BDK that had this key set, while its
+        grace period lasts. The key set identifier alone picks the key (a
+        rotation always gives the new BDK another one), so a KSN is never
+        tried under two keys: a forged one costs what it always did, and
+        which BDK a MAC or PIN block authenticated under is never in doubt.
+        The end is checked on every use, not when the deriver is made."""
+        grace = self._grace.get(key_set_id)
+        if grace is None:
+            retired = self._store.retired_bdk(key_set_id)
+            if retired is None:
+                raise KsnError("no base derivation key for the KSN's key set")
+            grace = _GraceBdk(retired, DukptDeriver(retired.key, self._prefix_cache_entries),
+                              retired.retired_at.timestamp() + self._bdk_grace_s)
+            self._grace[key_set_id] = grace
+        if self._clock() >= grace.until_s:
+            raise KsnError("the KSN's base derivation key was rotated and its grace period "
+                           "is over")
+        return grace.deriver
+
+    def _deriver(self, key_set_id: str) -> DukptDeriver:
+        return (self._derivers.get(key_set_id) or self._current_deriver(key_set_id)
+                or self._grace_deriver(key_set_id))
 
     def check_ksn(self, ksn: str) -> Ksn:
         parsed = parse_ksn(ksn)
-        self._deriver(parsed.key_set_id)
+        with self._lock:
+            self._deriver(parsed.key_set_id)
         return parsed
 
     def dukpt_keys(self, ksn: str) -> DukptKeys:
         """The working keys of ``ksn`` (cached). In-process callers only: a
-        network HSM would never return them."""
+        network HSM would never return them. Keys under a rotated BDK are
+        not cached per KSN, so its grace period ends for every KSN at once
+        (its deriver's prefix cache still makes a repeat cheap)."""
         with self._lock:
             cache = self._ksn_cache
             keys = cache.get(ksn)
@@ -296,11 +347,36 @@ class SoftwareHsm(Hsm):
                 cache.move_to_end(ksn)
                 return keys
             raw = tdes_ksn_bytes(ksn)
-            keys = self._deriver(raw[:5].hex().upper()).keys(raw)
+            key_set_id = raw[:5].hex().upper()
+            deriver = self._derivers.get(key_set_id) or self._current_deriver(key_set_id)
+            if deriver is None:
+                return self._grace_deriver(key_set_id).keys(raw)
+            keys = deriver.keys(raw)
             cache[ksn] = keys
             if len(cache) > self._ksn_cache_entries:
                 cache.popitem(last=False)
             return keys
+
+    def _authenticated(self, ksn: str) -> None:
+        """A MAC verified or a PIN block decoded under ``ksn``'s keys: when
+        those came from a rotated BDK, log the device's first such use, so
+        operators see which devices still need their new key (names, key
+        version, KCV and KSN parts only)."""
+        grace = self._grace.get(ksn[:10].upper())
+        if grace is None:
+            return
+        device_id = parse_ksn(ksn).device_id
+        if device_id in grace.logged:
+            return
+        if len(grace.logged) >= GRACE_LOGGED_DEVICES_MAX:
+            grace.logged.clear()
+        grace.logged.add(device_id)
+        bdk = grace.bdk
+        logger.info(
+            "device %s of key set %s authenticated under the rotated BDK %s version %s "
+            "(KCV %s) in its grace period, which ends %s: inject the new key",
+            device_id, bdk.key_set_id, bdk.name, bdk.key_version, bdk.kcv,
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(grace.until_s)))
 
     def verify_request_mac(self, ksn: str, data: bytes, mac: bytes) -> bool:
         try:
@@ -309,7 +385,11 @@ class SoftwareHsm(Hsm):
             return False
         if len(mac) != RETAIL_MAC_BYTES:
             return False
-        return verify_retail_mac(keys.mac_request, data, mac)
+        if not verify_retail_mac(keys.mac_request, data, mac):
+            return False
+        if self._grace:  # only once a rotated BDK has been asked for
+            self._authenticated(ksn)
+        return True
 
     def generate_response_mac(self, ksn: str, data: bytes) -> bytes:
         return retail_mac(self.dukpt_keys(ksn).mac_response, data)
@@ -322,6 +402,8 @@ class SoftwareHsm(Hsm):
             pin = decrypt_pin_block(keys.pin, encrypted_pin_block, pan, FORMAT_0)
         except PinBlockError:
             return None
+        if self._grace:
+            self._authenticated(ksn)
         return self._check_pin(pan, pin, verification)
 
     def zone_pin_key_name(self) -> str | None:

@@ -5,7 +5,8 @@ Layout of a key store directory (default ``keys/`` in the checkout)::
     keys/
       master.kcv            KCV of the master key the blocks are wrapped under
       <name>.tr31           one TR-31 key block per key, one line of ASCII
-      retired/<name>.v<NN>.tr31   keys replaced by ``rotate`` (not loaded)
+      retired/<name>.v<NN>.tr31   keys replaced by ``rotate``, with the time
+                            they were replaced (only BDKs are loaded from here)
 
 The master key never sits in that directory: it comes from the environment
 variable :data:`MASTER_KEY_ENV` (hex) or from a file named in the
@@ -19,6 +20,12 @@ optional blocks of its header, so the block's MAC authenticates them: a
 renamed or edited file fails to load instead of silently changing meaning.
 Writes go to a temporary file and are renamed into place, so a failed
 operation overwrites nothing.
+
+A rotated BDK stays readable: deployed terminals still hold keys derived
+from it and select it by its key set identifier, so the store serves it
+(:meth:`KeyStore.retired_bdk`) and the HSM decides how long it may still be
+used. Its retirement time is in an optional block of the retired key
+block, authenticated like the rest of the header.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +79,7 @@ HMAC_KEY_BYTES_MAX = 64
 # Proprietary optional blocks (X9.143 reserves ids starting with a digit).
 _OPT_NAME = "0N"
 _OPT_CREATED = "0T"
+_OPT_RETIRED = "0R"
 # Standard optional blocks: BDK identifier ("00" + key set id for TDES) and KCV.
 _OPT_BDK_ID = "BI"
 _OPT_KCV = "KC"
@@ -203,6 +211,28 @@ class _Entry:
     key: bytes = field(repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class RetiredBdk:
+    """A BDK replaced by ``rotate``: what the HSM needs to let its devices
+    finish their grace period. ``retired_at``: when it was replaced (UTC)."""
+
+    name: str
+    key_set_id: str
+    key_version: str
+    kcv: str
+    retired_at: _dt.datetime
+    key: bytes = field(repr=False)
+
+
+def _retired_bdk(entry: _Entry) -> RetiredBdk:
+    info = entry.info
+    assert info.key_set_id is not None  # only BDKs are retired into the map
+    return RetiredBdk(
+        name=info.name, key_set_id=info.key_set_id, key_version=info.key_version,
+        kcv=info.kcv, retired_at=_parse_utc(entry.header.optional(_OPT_RETIRED) or ""),
+        key=entry.key)
+
+
 def _write_durably(path: Path, text: str) -> None:
     """Write ``path`` 0600 and fsync it, so a key survives a power cut the
     moment the command that made it returns."""
@@ -232,12 +262,20 @@ def check_key_name(name: str) -> None:
         raise KeyStoreError("key names are 1-48 characters: lower-case letters, digits, . _ -")
 
 
+def _parse_utc(text: str) -> _dt.datetime:
+    return _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.UTC)
+
+
 def _build_block(
     master: MasterKey, name: str, key: bytes, usage: str, algorithm: str, mode_of_use: str,
     exportable: bool, key_set_id: str | None, key_version: str, created: str,
+    retired: str | None = None,
 ) -> str:
-    """The TR-31 block a stored key is kept as, metadata in optional blocks."""
+    """The TR-31 block a stored key is kept as, metadata in optional blocks
+    (``retired``: when ``rotate`` replaced it, for a block in ``retired/``)."""
     optional: list[tuple[str, str]] = [(_OPT_NAME, name), (_OPT_CREATED, created)]
+    if retired is not None:
+        optional.append((_OPT_RETIRED, retired))
     if key_set_id is not None:
         optional.append((_OPT_BDK_ID, "00" + key_set_id.upper()))
     optional.append((_OPT_KCV, ("00" if algorithm == "T" else "01") + kcv(key, algorithm)))
@@ -278,6 +316,9 @@ class KeyStore:
         self._directory = None if directory is None else Path(directory)
         self._master = master_key
         self._entries: dict[str, _Entry] = {}
+        self._retired_bdks: dict[str, _Entry] = {}
+        # Key set ids of every BDK in retired/, usable or not: never reused.
+        self._retired_key_sets: set[str] = set()
         if master_key.is_demo:
             logger.warning(
                 "key store %s is wrapped under the DEMO master key: demo keys only, "
@@ -311,6 +352,36 @@ class KeyStore:
         for path in files:
             entry = self._read_block(path)
             self._entries[entry.info.name] = entry
+        self._load_retired_bdks(directory / RETIRED_DIR)
+
+    def _load_retired_bdks(self, retired: Path) -> None:
+        """Every rotated BDK whose block records its retirement time (blocks
+        of other usages, and older ones without that time, are history
+        only). Their key set identifiers are remembered for good, so a new
+        BDK never takes one: its devices would inherit the old replay state."""
+        files = sorted(retired.glob("*" + KEY_FILE_SUFFIX)) if retired.is_dir() else []
+        if len(files) > KEYS_MAX:
+            raise KeyStoreError(f"{RETIRED_DIR}/ holds more than {KEYS_MAX} keys")
+        for path in files:
+            if path.stat().st_size > KEY_FILE_BYTES_MAX:
+                raise KeyStoreError(f"key file {RETIRED_DIR}/{path.name} is too large")
+            text = path.read_text(encoding="ascii", errors="replace").strip()
+            try:
+                header, _ = parse_header(text)
+            except KeyBlockError:
+                continue  # not ours to judge: history, never loaded
+            bdk_id = header.optional(_OPT_BDK_ID)
+            if header.key_usage != USAGE_BDK or not bdk_id:
+                continue
+            self._retired_key_sets.add(bdk_id[2:].upper())
+            if header.optional(_OPT_RETIRED) is None:
+                continue
+            try:
+                entry = self._open_block(text)
+                _retired_bdk(entry)  # its time must parse
+            except (KeyBlockError, ValueError) as exc:
+                raise KeyStoreError(f"key file {RETIRED_DIR}/{path.name}: {exc}") from None
+            self._retired_bdks[bdk_id[2:].upper()] = entry
 
     def _read_block(self, path: Path) -> _Entry:
         if path.stat().st_size > KEY_FILE_BYTES_MAX:
@@ -357,6 +428,10 @@ class KeyStore:
         return self._directory
 
     @property
+    def master_kcv(self) -> str:
+        return self._master.kcv
+
+    @property
     def uses_demo_master_key(self) -> bool:
         return self._master.is_demo
 
@@ -393,6 +468,15 @@ class KeyStore:
                 require_use(entry.header, (USAGE_BDK,), "X")
                 return entry.key
         return None
+
+    def retired_bdk(self, key_set_id: str) -> RetiredBdk | None:
+        """The rotated BDK of key set ``key_set_id``, or None. Whether it may
+        still be used (its grace period) is the HSM's decision."""
+        entry = self._retired_bdks.get(key_set_id.upper())
+        return None if entry is None else _retired_bdk(entry)
+
+    def retired_bdks(self) -> list[RetiredBdk]:
+        return [_retired_bdk(self._retired_bdks[k]) for k in sorted(self._retired_bdks)]
 
     def key_set_ids(self) -> list[str]:
         return sorted(e.info.key_set_id for e in self._entries.values()
@@ -438,11 +522,15 @@ class KeyStore:
             if any(e.info.key_set_id == key_set_id.upper() and e.info.name != name
                    for e in self._entries.values()):
                 raise KeyStoreError("another BDK already has this key set identifier")
+            if key_set_id.upper() in self._retired_key_sets:
+                raise KeyStoreError("a rotated BDK had this key set identifier: give the new "
+                                    "key set another one")
         block = _build_block(self._master, name, key, usage, algorithm, mode, exportable,
                              key_set_id, key_version, created or _now_utc())
         return _BlockEntry.make(self._open_block(block), block)
 
-    def _commit(self, entries: Mapping[str, _BlockEntry], retire: Iterable[str] = ()) -> None:
+    def _commit(self, entries: Mapping[str, _BlockEntry],
+                retire: Mapping[str, _BlockEntry] | None = None) -> None:
         """Write every entry to a temporary file, then rename them all into
         place; on any failure nothing already stored is overwritten."""
         directory = self._directory
@@ -456,8 +544,8 @@ class KeyStore:
                     tmp = directory / (name + KEY_FILE_SUFFIX + ".tmp")
                     temporary.append((tmp, target))
                     _write_durably(tmp, entry.block + "\n")
-                for name in retire:
-                    self._retire(directory, name)
+                for name, retired in (retire or {}).items():
+                    self._retire(directory, name, retired)
                 for tmp, target in temporary:
                     os.replace(tmp, target)
                 _fsync_directory(directory)
@@ -471,13 +559,30 @@ class KeyStore:
         if not path.exists():
             _write_durably(path, f"AES-CMAC KCV of the master key: {self._master.kcv}\n")
 
-    def _retire(self, directory: Path, name: str) -> None:
+    def _retired_entry(self, name: str, retired_at: str) -> _BlockEntry:
+        """The block ``name`` is kept as in ``retired/`` once replaced: the
+        same key and header, with the time it was replaced."""
         old = self._entries[name]
-        retired = directory / RETIRED_DIR
-        retired.mkdir(mode=KEY_DIR_MODE, exist_ok=True)
-        source = directory / (name + KEY_FILE_SUFFIX)
-        os.replace(source, retired / f"{name}.v{old.info.key_version}{KEY_FILE_SUFFIX}")
-        _fsync_directory(retired)
+        info = old.info
+        block = _build_block(self._master, name, old.key, old.header.key_usage, info.algorithm,
+                             old.header.mode_of_use, info.exportable, info.key_set_id,
+                             info.key_version, info.created, retired_at)
+        return _BlockEntry.make(self._open_block(block), block)
+
+    @staticmethod
+    def _retire(directory: Path, name: str, retired: _BlockEntry) -> None:
+        """Write ``retired`` into ``retired/`` (the live file is overwritten
+        by the caller)."""
+        folder = directory / RETIRED_DIR
+        folder.mkdir(mode=KEY_DIR_MODE, exist_ok=True)
+        target = folder / f"{name}.v{retired.info.key_version}{KEY_FILE_SUFFIX}"
+        tmp = folder / (target.name + ".tmp")
+        try:
+            _write_durably(tmp, retired.block + "\n")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_directory(folder)
 
     def generate(
         self, name: str, usage: str, algorithm: str = "T", length: int = 16,
@@ -525,8 +630,10 @@ class KeyStore:
 
     def rotate(self, name: str, key_set_id: str | None = None) -> KeyInfo:
         """Replace ``name`` with a fresh key of the same kind; the key
-        version goes up by one and the old block moves to ``retired/``. A
-        BDK needs a new key set identifier (terminals select the BDK by it)."""
+        version goes up by one and the old key is kept in ``retired/`` with
+        the time it was replaced. A BDK needs a new key set identifier
+        (terminals select the BDK by it): the old one keeps selecting the
+        rotated BDK, which :meth:`retired_bdk` serves for its grace period."""
         old = self._entry(name)
         if old.header.key_usage in NOT_ROTATABLE:
             raise KeyStoreError(
@@ -545,39 +652,55 @@ class KeyStore:
             name, secrets.token_bytes(len(old.key)), old.header.key_usage, old.info.algorithm,
             old.header.mode_of_use, old.info.exportable, key_set_id, version, None,
         )
-        self._commit({name: entry}, retire=[name] if self._directory is not None else [])
+        retired = self._retired_entry(name, _now_utc())
+        self._commit({name: entry}, retire={name: retired})
+        if retired.info.key_set_id is not None:
+            self._retired_bdks[retired.info.key_set_id] = retired
+            self._retired_key_sets.add(retired.info.key_set_id)
         return entry.info
 
     def rewrap(self, new_master: MasterKey) -> None:
-        """Re-wrap every key under a new master key (master key rotation).
-        All new blocks are made and checked before any file is replaced."""
-        blocks: dict[str, str] = {}
-        for name, entry in self._entries.items():
-            info = entry.info
-            blocks[name] = _build_block(
-                new_master, name, entry.key, entry.header.key_usage, info.algorithm,
-                entry.header.mode_of_use, info.exportable, info.key_set_id, info.key_version,
-                info.created,
-            )
+        """Re-wrap every key under a new master key (master key rotation),
+        the rotated BDKs in ``retired/`` too (they may be in their grace
+        period). All new blocks are made and checked before any file is
+        replaced."""
+        blocks = {name + KEY_FILE_SUFFIX: _rebuild(new_master, entry)
+                  for name, entry in self._entries.items()}
+        retired = {f"{RETIRED_DIR}/{e.info.name}.v{e.info.key_version}{KEY_FILE_SUFFIX}":
+                   (key_set_id, _rebuild(new_master, e))
+                   for key_set_id, e in self._retired_bdks.items()}
         directory = self._directory
         if directory is not None:
+            files = {**blocks, **{path: block for path, (_, block) in retired.items()},
+                     MASTER_KCV_FILE: f"AES-CMAC KCV of the master key: {new_master.kcv}"}
             written: list[tuple[Path, Path]] = []
             try:
-                for name, block in blocks.items():
-                    tmp = directory / (name + KEY_FILE_SUFFIX + ".tmp")
-                    tmp.write_text(block + "\n", encoding="ascii")
-                    written.append((tmp, directory / (name + KEY_FILE_SUFFIX)))
-                kcv_tmp = directory / (MASTER_KCV_FILE + ".tmp")
-                kcv_tmp.write_text(f"AES-CMAC KCV of the master key: {new_master.kcv}\n",
-                                   encoding="ascii")
-                written.append((kcv_tmp, directory / MASTER_KCV_FILE))
+                for relative, text in files.items():
+                    target = directory / relative
+                    tmp = target.with_name(target.name + ".tmp")
+                    _write_durably(tmp, text + "\n")
+                    written.append((tmp, target))
                 for tmp, target in written:
                     os.replace(tmp, target)
+                _fsync_directory(directory)
+                if retired:
+                    _fsync_directory(directory / RETIRED_DIR)
             finally:
                 for tmp, _ in written:
                     tmp.unlink(missing_ok=True)
         self._master = new_master
-        self._entries = {name: self._open_block(block) for name, block in blocks.items()}
+        self._entries = {path.removesuffix(KEY_FILE_SUFFIX): self._open_block(block)
+                         for path, block in blocks.items()}
+        self._retired_bdks = {key_set_id: self._open_block(block)
+                              for key_set_id, block in retired.values()}
+
+
+def _rebuild(master: MasterKey, entry: _Entry) -> str:
+    """``entry``'s block made again under ``master``, every field kept."""
+    info = entry.info
+    return _build_block(master, info.name, entry.key, entry.header.key_usage, info.algorithm,
+                        entry.header.mode_of_use, info.exportable, info.key_set_id,
+                        info.key_version, info.created, entry.header.optional(_OPT_RETIRED))
 
 
 @dataclass(frozen=True, slots=True)
