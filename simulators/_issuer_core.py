@@ -68,6 +68,9 @@ SEEN_MAX: Final = 100_000
 TXNS_MAX: Final = 100_000
 PIN_TRIES_MAX: Final = 3
 NETWORK_CODES: Final = frozenset({"001", "002", "301"})
+#: What a switch sends on an issuer link besides 08xx (with repeats).
+ACCEPTED_MTIS: Final = frozenset({"0100", "0101", "0200", "0201", "0120", "0121", "0220",
+                                  "0221", "0420", "0421"})
 #: Fields echoed from a request into its answer when present.
 ECHOED: Final = ("2", "3", "4", "7", "11", "12", "13", "32", "37", "41", "42", "49", "90",
                  "95", "102", "103")
@@ -190,7 +193,7 @@ class IssuerHost:
             return self._network(fields)
         if mti == "0810":
             return Reply(network_answer=fields, note="0810 to our 0800")
-        if mti[:2] not in ("01", "02", "04") or mti[2] not in "024" or mti[3] not in "01":
+        if mti not in ACCEPTED_MTIS:
             return Reply(note=f"MTI {mti} ignored")
         return self._financial(fields, message)
 

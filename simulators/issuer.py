@@ -43,6 +43,7 @@ from simulators._issuer_config import (
     load_link_keys,
 )
 from simulators._issuer_core import IssuerHost, Reply
+from simulators._issuer_link import LinkPeer
 
 log = logging.getLogger("simulators.issuer")
 
@@ -205,6 +206,13 @@ class IssuerSimulator:
             self.bad_frames += 1
             log.warning("undecodable message from %s, closing: %s", connection.peer, exc)
             return None
+        except (ValueError, KeyError) as exc:
+            # A message the host could not handle: that connection goes, the
+            # server stays. Only the type is logged: the text might hold a field.
+            self.bad_frames += 1
+            log.error("message from %s not handled (%s), closing", connection.peer,
+                      type(exc).__name__)
+            return None
         if reply.note:
             log.info("%s: %s", connection.peer, reply.note)
         answer = reply.network_answer
@@ -294,6 +302,10 @@ def main(argv: Sequence[str] | None = None, err: TextIO | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+__all__ = ["IssuerSimulator", "LinkPeer", "NetworkError", "Recorder", "build_parser", "main",
+           "read_record"]
 
 
 if __name__ == "__main__":

@@ -24,17 +24,22 @@ import psec.mac
 import psec.pinblock
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from iso_switch.codec import CodecError
 from iso_switch.codec.subfields import parse_de54
 from iso_switch.security.keystore import DEMO_MASTER_KEY, KeyStore, MasterKey
 from simulators._connection import ConnectionClosed, ResponseTimeout, open_switch_client
 from simulators._issuer_config import (
     IssuerConfig,
     IssuerConfigError,
+    LinkKeys,
     load_config,
     load_link_keys,
     parse_config,
 )
+from simulators._issuer_core import ACCEPTED_MTIS, IssuerHost, response_mti
 from simulators._issuer_link import LinkPeer
 from simulators.issuer import IssuerSimulator, main, read_record
 
@@ -563,3 +568,49 @@ def test_a_demo_link_key_under_another_name_is_refused_by_its_kcv(
     data["keys"]["pin_key"] = "my-zpk"
     (tmp_path / "keys" / "zpk.tr31").unlink()
     assert load_link_keys(parse_config(data, tmp_path)).pin_key is not None
+
+
+def test_the_switch_example_points_at_the_simulator_example() -> None:
+    switch = tomllib.loads((ROOT / "examples" / "switch-bank-b.toml").read_text("utf-8"))
+    issuer = load_config(EXAMPLE)
+    (entry,) = switch["issuers"]
+    assert switch["demo"] is True and entry["id"] == issuer.id
+    assert entry["endpoints"] == [f"{issuer.host}:{issuer.port}"]
+    assert (entry["dialect"], entry["framing"]) == (issuer.dialect, issuer.framing)
+    assert all(card.pan.startswith(tuple(entry["bins"])) for card in issuer.cards)
+    assert (entry["pin_key"], entry["mac_key"]) == (issuer.pin_key, issuer.mac_key)
+    assert SWITCH_KEYS.info(entry["pin_key"]).usage == "P0"
+    assert SWITCH_KEYS.info(entry["mac_key"]).usage == "M3"
+
+
+async def test_other_mtis_are_not_answered(tmp_path: Path) -> None:
+    peer = _peer()
+    async with running(tmp_path) as simulator, _client(simulator, timeout_s=0.3) as client:
+        sale = peer.request("0200", RICH, "000000", 100)
+        for mti in ("0400", "0140", "0600"):
+            with pytest.raises(ResponseTimeout):
+                await client.call(peer.seal(sale | {"t": mti}))
+        answer, _ = await client.call(peer.seal(sale))
+        assert answer["39"] == "00"
+
+
+_FUZZ_FIELDS = ("2", "3", "4", "7", "11", "37", "41", "49", "52", "90", "95", "103")
+
+
+@settings(max_examples=150)
+@given(mti=st.sampled_from(sorted(ACCEPTED_MTIS)),
+       values=st.dictionaries(st.sampled_from(_FUZZ_FIELDS),
+                              st.text(alphabet="0123456789ABCDEF ", max_size=48)))
+def test_the_host_decides_any_decodable_message_without_raising(
+    mti: str, values: dict[str, str],
+) -> None:
+    config = _config()
+    host = IssuerHost(config, LinkKeys(), LinkPeer().codec)  # no keys: no MAC step
+    peer = LinkPeer()
+    fields = peer.request(mti, RICH, "000000", 100) | {"t": mti} | values
+    try:
+        message = peer.codec.encode(fields)
+    except CodecError:
+        return
+    reply = host.handle(message)
+    assert reply.raw is None or peer.codec.decode(reply.raw)["t"] == response_mti(mti)
