@@ -33,7 +33,7 @@ import trio
 
 from iso_switch.codec import CodecError
 from iso_switch.protocol.errors import ProtocolError
-from iso_switch.protocol.framing import RECEIVE_CHUNK_BYTES, Frame, Framer
+from iso_switch.protocol.framing import RECEIVE_CHUNK_BYTES, Frame, Framer, KeepAlive
 from simulators._device import codec_for
 from simulators._issuer_config import (
     IssuerConfig,
@@ -53,6 +53,7 @@ NETWORK_TIMEOUT_S: Final = 5.0
 #: Own ``0800``s awaiting their ``0810``, per connection.
 NETWORK_PENDING_MAX: Final = 16
 EXIT_CONFIG: Final = 2
+EXIT_LISTEN: Final = 1
 
 
 class NetworkError(Exception):
@@ -159,8 +160,8 @@ class IssuerSimulator:
         log.info("connection from %s", peer)
         try:
             async with trio.open_nursery() as nursery:
-                await self._read(connection, nursery)
-                nursery.cancel_scope.cancel()
+                if not await self._read(connection, nursery):
+                    nursery.cancel_scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             log.info("connection from %s broke", peer)
         finally:
@@ -171,31 +172,43 @@ class IssuerSimulator:
             await stream.aclose()
             log.info("connection from %s closed", peer)
 
-    async def _read(self, connection: _Connection, nursery: trio.Nursery) -> None:
+    async def _read(self, connection: _Connection, nursery: trio.Nursery) -> bool:
         """Read frames until the peer closes, a frame is bad or a rule
         closes; each answer is sent by its own task, at most
-        ``max_in_flight`` at once (reading waits for a free slot)."""
+        ``max_in_flight`` at once (reading waits for a free slot). True
+        when the answers already started should still go out before the
+        connection closes (after a bad frame); False to close at once."""
         in_flight = trio.Semaphore(self.config.max_in_flight)
         while True:
             chunk = await connection.stream.receive_some(RECEIVE_CHUNK_BYTES)
             if not chunk:
-                return
+                return False
             try:
                 connection.framer.feed(chunk)
-                frames = connection.framer.drain()
+                # Good frames come first; a bad one after them raises on the
+                # next drain, so drain until nothing is left.
+                while frames := connection.framer.drain():
+                    if not await self._handle_frames(connection, frames, nursery, in_flight):
+                        return False
             except ProtocolError as exc:
                 self.bad_frames += 1
                 log.warning("bad frame from %s, closing: %s", connection.peer, exc)
-                return
-            for event in frames:
-                if not isinstance(event, Frame):
-                    continue  # keep-alive
-                reply = self._decide(connection, event.message)
-                if reply is None or reply.close:
-                    return
-                if reply.raw is not None:
-                    await in_flight.acquire()
-                    nursery.start_soon(self._answer, connection, reply, in_flight)
+                return True
+
+    async def _handle_frames(self, connection: _Connection, frames: list[Frame | KeepAlive],
+                             nursery: trio.Nursery, in_flight: trio.Semaphore) -> bool:
+        """Decide each frame and start its answer; ``False`` when the
+        connection is to be closed."""
+        for event in frames:
+            if not isinstance(event, Frame):
+                continue  # keep-alive
+            reply = self._decide(connection, event.message)
+            if reply is None or reply.close:
+                return False
+            if reply.raw is not None:
+                await in_flight.acquire()
+                nursery.start_soon(self._answer, connection, reply, in_flight)
+        return True
 
     def _decide(self, connection: _Connection, message: bytes) -> Reply | None:
         """The core's reply, ``None`` for a message that does not decode
@@ -301,6 +314,10 @@ def main(argv: Sequence[str] | None = None, err: TextIO | None = None) -> int:
         trio.run(simulator.serve)
     except KeyboardInterrupt:
         return 0
+    except OSError as exc:  # the address is taken, or not ours to bind
+        print(f"error: cannot listen on {config.host}:{config.port}: {exc.strerror}",
+              file=err or sys.stderr)
+        return EXIT_LISTEN
     return 0
 
 

@@ -614,3 +614,17 @@ def test_the_host_decides_any_decodable_message_without_raising(
         return
     reply = host.handle(message)
     assert reply.raw is None or peer.codec.decode(reply.raw)["t"] == response_mti(mti)
+
+
+async def test_a_bad_frame_after_good_ones_closes_at_once(tmp_path: Path) -> None:
+    peer = _peer()
+    async with running(tmp_path) as simulator:
+        stream = await trio.open_tcp_stream("127.0.0.1", simulator.port)
+        good = peer.seal(peer.network("301"))
+        await stream.send_all(len(good).to_bytes(2, "big") + good + b"\xff\xff")
+        received = b""
+        with trio.fail_after(5):
+            while chunk := await stream.receive_some(1000):
+                received += chunk
+        assert received[2:6] == b"0810" and simulator.bad_frames == 1
+        await stream.aclose()
