@@ -41,7 +41,7 @@ from simulators._issuer_config import (
 )
 from simulators._issuer_core import ACCEPTED_MTIS, IssuerHost, response_mti
 from simulators._issuer_link import LinkPeer
-from simulators.issuer import IssuerSimulator, main, read_record
+from simulators.issuer import IssuerSimulator, NetworkError, main, read_record
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "remote-issuer.toml"
@@ -63,6 +63,7 @@ RULES = [
     {"pan": POOR, "amount_minor": 900000, "action": "approve"},
     {"bin": "541333", "amount_minor": 7008, "mtis": ["0420"], "action": "decline",
      "code": "12"},
+    {"bin": "541333", "amount_minor": 7009, "mtis": ["0420"], "action": "drop"},
 ]
 
 
@@ -628,3 +629,30 @@ async def test_a_bad_frame_after_good_ones_closes_at_once(tmp_path: Path) -> Non
                 received += chunk
         assert received[2:6] == b"0810" and simulator.bad_frames == 1
         await stream.aclose()
+
+
+async def test_its_own_0800_needs_a_connected_switch_that_answers(tmp_path: Path) -> None:
+    async with running(tmp_path) as simulator:
+        with pytest.raises(NetworkError, match="no switch"):
+            await simulator.send_network("301")
+        async with _client(simulator) as client:
+            await client.call(_peer().seal(_peer().network("001")))
+            with pytest.raises(NetworkError, match="no 0810"):
+                await simulator.send_network("301", timeout_s=0.2)
+            request, _ = await client.receive(timeout_s=5)
+            assert request["70"] == "301"
+
+
+async def test_a_dropped_reversal_advice_is_reversed_once_by_its_repeat(tmp_path: Path) -> None:
+    peer = _peer()
+    async with running(tmp_path) as simulator, _client(simulator, timeout_s=0.3) as client:
+        sale = peer.request("0200", RICH, "000000", 7009)
+        await client.call(peer.seal(sale))
+        reversal = peer.reversal_advice(sale)
+        with pytest.raises(ResponseTimeout):  # reversed, the answer lost
+            await client.call(peer.seal(reversal))
+        answer, _ = await client.call(peer.seal(peer.repeat(reversal)))
+        assert (answer["t"], answer["39"]) == ("0430", "00")
+        assert _balance(simulator, RICH)[0] == 1000000
+    events = [e["event"] for e in read_record(tmp_path / "record.jsonl")]
+    assert events == ["approved", "reversed"]
