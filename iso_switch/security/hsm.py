@@ -407,11 +407,15 @@ class SoftwareHsm(Hsm):
         return self._check_pin(pan, pin, verification)
 
     def zone_pin_key_name(self) -> str | None:
-        """The store's zone PIN key: its only TDES P0 key (else none, and
-        PIN blocks are verified under the terminals' DUKPT keys)."""
+        """The store's zone PIN key: its only TDES P0 key usable both to
+        encrypt (rewrap) and to decrypt (verify); else none, and PIN blocks
+        are verified under the terminals' DUKPT keys. An encrypt-only P0 key
+        is a remote issuer's zone PIN key, which PIN blocks are only ever
+        translated to, so it never counts here."""
         if self._zone_pin_name is _UNSET:
             names = [n for n in self._store.names_with_usage(tr31.USAGE_PIN_ENCRYPTION)
-                     if self._store.info(n).algorithm == "T"]
+                     if self._store.info(n).algorithm == "T"
+                     and self._store.info(n).mode_of_use != tr31.MODE_ENCRYPT]
             self._zone_pin_name = names[0] if len(names) == 1 else None
         return self._zone_pin_name  # type: ignore[return-value]
 
