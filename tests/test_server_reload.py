@@ -254,8 +254,12 @@ async def test_sighup_rereads_reference_data_the_version_token_missed(
             store.upsert_terminal(TerminalRow("TERM0003", MERCHANT, False, frozenset({"31"})))
         store.close()
         assert await purchase(client, terminal) == "00"  # the cache is not refreshed
+        hsm = running.switch.hsm
         assert await running.switch.reload()
         assert await purchase(client, terminal) == "58"
+        # One new HSM for both halves, so a KSN derived for a MAC serves its PIN.
+        assert running.switch.hsm is not hsm
+        assert running.switch.processor.hsm is running.switch.hsm
     running.switch.shutdown()
 
 

@@ -801,8 +801,7 @@ class _LedgerPump:
                         if not self._ready.wait(self.housekeeping_interval_s):
                             idle = True
                             break
-                    queue, actions = self._queue, list(self._actions)
-                    self._actions.clear()
+                    queue, actions = self._queue, self._take_actions()
                     if not queue and not idle and not actions:
                         break
                     live = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
@@ -818,6 +817,14 @@ class _LedgerPump:
                 token.run_sync_soon(deliver, live, outcomes)
         finally:
             self.ledger.close()
+
+    def _take_actions(self) -> list[tuple[Callable[[], object], Callable[[object], None]]]:
+        """The work waiting for the gap between batches (under the lock)."""
+        if not self._actions:
+            return []  # the usual case: nothing to copy
+        actions = list(self._actions)
+        self._actions.clear()
+        return actions
 
     def housekeep(self) -> None:
         """An empty batch (housekeeping only); a failure is retried at the
