@@ -8,6 +8,7 @@ own, so the reload crosses the pipe) and talk to it over TCP on port 0."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -19,6 +20,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ from tests.server_helpers import (
     Terminal,
     codec_for,
     connect,
+    make_config,
     start_switch,
 )
 
@@ -336,3 +339,25 @@ def test_a_reload_passes_on_a_file_that_does_not_load(tmp_path: Path) -> None:
 
 def test_refusal_reasons_name_only_the_type_of_other_errors() -> None:
     assert refusal_reason(RuntimeError("key 0123456789ABCDEF")) == "RuntimeError"
+
+
+def test_the_ledger_process_refuses_a_reload_it_cannot_apply_and_keeps_serving(
+    tmp_path: Path
+) -> None:
+    from iso_switch.processor import Request
+    from iso_switch.server.ledger_worker import SubprocessLedger
+
+    config = make_config(tmp_path, ledger__worker="process")
+    ledger = SubprocessLedger(config)
+    try:
+        assert ledger.reload(config, None) == []  # nothing changed
+        missing = dataclasses.replace(config, keys=dataclasses.replace(
+            config.keys, dir=str(tmp_path / "no-such-keys")))
+        with pytest.raises(ReloadRefused, match="no-such-keys"):
+            ledger.reload(missing, None)
+        echo = Request({"t": "0800", "7": "1208051300", "11": "000001", "70": "301"}, "absent",
+                       datetime.now(UTC))
+        assert ledger.process_batch([echo])[0].response["39"] == "00"
+        assert ledger.restarts == 0
+    finally:
+        ledger.close()
