@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from iso_switch.issuer import ACTION_ALERT, ACTION_DECLINE, VELOCITY_COUNT_MAX
 from iso_switch.protocol.admission import (
     ADMISSION_WINDOW_S,
     MAX_AUTH_FAILURES_PER_WINDOW,
@@ -51,6 +52,7 @@ from iso_switch.protocol.session import MAX_IN_FLIGHT_PER_CONNECTION
 
 __all__ = [
     "DEFAULT_LISTENERS",
+    "RESTART_ONLY",
     "Config",
     "ConfigError",
     "KeysConfig",
@@ -58,11 +60,14 @@ __all__ = [
     "LimitsConfig",
     "ListenerConfig",
     "LoggingConfig",
+    "ReloadPlan",
+    "RiskConfig",
     "TimeoutsConfig",
     "TraceConfig",
     "dump_config",
     "load_config",
     "parse_config",
+    "reload_plan",
 ]
 
 #: Longest a value is quoted in an error message.
@@ -269,6 +274,29 @@ class KeysConfig:
     bdk_rotation_grace_h: int = field(default=720, metadata=_bounded(0, 8760))
 
 
+_RISK_ACTIONS = _choices(ACTION_ALERT, ACTION_DECLINE)
+
+
+@dataclass(frozen=True, slots=True)
+class RiskConfig:
+    """The issuer's risk rules and what each does when it fires: ``alert``
+    stores an alert only, ``decline`` also answers 05. The defaults are the
+    demo's: the two rules alert, a blacklisted subject is declined."""
+
+    #: Velocity: more than this many debit requests on one card within the
+    #: window fire the rule. At most the request times kept per card.
+    velocity_count: int = field(default=10, metadata=_bounded(1, VELOCITY_COUNT_MAX))
+    velocity_window_s: int = field(default=60, metadata=_bounded(1, 86_400))
+    velocity_action: str = field(default=ACTION_ALERT, metadata=_RISK_ACTIONS)
+    #: Amount: a debit above this many times the card's average approved
+    #: debit fires the rule, once the card has this many approved debits.
+    amount_factor: int = field(default=10, metadata=_bounded(1, 1_000_000))
+    amount_min_history: int = field(default=3, metadata=_bounded(1, 1_000_000))
+    amount_action: str = field(default=ACTION_ALERT, metadata=_RISK_ACTIONS)
+    #: A blacklisted PAN, account, terminal or merchant.
+    blacklist_action: str = field(default=ACTION_DECLINE, metadata=_RISK_ACTIONS)
+
+
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
     format: str = field(default="json", metadata=_choices("json", "console"))
@@ -300,6 +328,7 @@ class Config:
     timeouts: TimeoutsConfig = TimeoutsConfig()
     ledger: LedgerConfig = LedgerConfig()
     keys: KeysConfig = KeysConfig()
+    risk: RiskConfig = RiskConfig()
     logging: LoggingConfig = LoggingConfig()
     trace: TraceConfig = TraceConfig()
 
@@ -483,6 +512,69 @@ def _describe(value: Any) -> str:
     if len(text) > _MAX_QUOTED_VALUE_CHARS:
         text = text[: _MAX_QUOTED_VALUE_CHARS - 3] + "..."
     return f"{text} ({type(value).__name__})"
+
+
+# -- reloading -----------------------------------------------------------------
+
+#: Settings a reload (SIGHUP) cannot change: they are bound to what the
+#: process opened or sized at start (sockets, the ledger file and its
+#: process, structures sized by limits, the log and trace outputs, demo
+#: seeding). A dotted prefix covers everything under it.
+RESTART_ONLY: Final = (
+    "demo", "data_dir", "listeners", "limits", "logging", "trace",
+    "ledger.synchronous", "ledger.timezone", "ledger.worker",
+    "ledger.housekeeping_interval_s", "ledger.reply_timeout_s",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadPlan:
+    """What a reload applies: ``config`` is the file's configuration with
+    every restart-only setting kept as it runs; ``changed`` lists the key
+    paths it changes, ``ignored`` those the file changes that wait for a
+    restart (paths only: never values)."""
+
+    config: Config
+    changed: tuple[str, ...]
+    ignored: tuple[str, ...]
+
+
+def reload_plan(running: Config, loaded: Config) -> ReloadPlan:
+    """How a configuration read again at runtime applies to the running one."""
+    changed: list[str] = []
+    ignored: list[str] = []
+    for path in _differences(running, loaded, ""):
+        restart = any(path == prefix or path.startswith(f"{prefix}.")
+                      or path.startswith(f"{prefix}[") for prefix in RESTART_ONLY)
+        (ignored if restart else changed).append(path)
+    config = loaded
+    for prefix in RESTART_ONLY:
+        config = _with_value(config, prefix.split("."), _value_at(running, prefix.split(".")))
+    return ReloadPlan(config, tuple(changed), tuple(ignored))
+
+
+def _differences(old: Any, new: Any, key_path: str) -> list[str]:
+    """The key paths whose values differ (tables walked, arrays whole)."""
+    if dataclasses.is_dataclass(old) and type(old) is type(new):
+        found: list[str] = []
+        for spec in dataclasses.fields(old):
+            found.extend(_differences(getattr(old, spec.name), getattr(new, spec.name),
+                                      _join(key_path, spec.name)))
+        return found
+    return [] if old == new else [key_path]
+
+
+def _value_at(config: Any, parts: list[str]) -> Any:
+    for part in parts:
+        config = getattr(config, part)
+    return config
+
+
+def _with_value(config: Any, parts: list[str], value: Any) -> Any:
+    if len(parts) == 1:
+        return dataclasses.replace(config, **{parts[0]: value})
+    inner = _with_value(getattr(config, parts[0]), parts[1:], value)
+    return dataclasses.replace(config, **{parts[0]: inner})
 
 
 # -- dumping -------------------------------------------------------------------

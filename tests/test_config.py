@@ -18,10 +18,12 @@ from iso_switch.config import (
     ConfigError,
     LimitsConfig,
     ListenerConfig,
+    RiskConfig,
     TimeoutsConfig,
     dump_config,
     load_config,
     parse_config,
+    reload_plan,
 )
 from iso_switch.protocol import DEFAULT_MAX_FRAME_BYTES, MAX_IN_FLIGHT_PER_CONNECTION
 
@@ -136,6 +138,12 @@ def test_overrides_win_over_the_file_and_none_is_skipped(tmp_path: Path) -> None
         ("[ledger]\nhold_expiry_days = 0", "ledger.hold_expiry_days"),
         ("[ledger]\nreview_threshold_minor = -5", "ledger.review_threshold_minor"),
         ("[keys]\nmaster_key_env = 'NOT VALID'", "keys.master_key_env"),
+        ("[risk]\nvelocity_count = 0", "risk.velocity_count"),
+        ("[risk]\nvelocity_count = 65", "risk.velocity_count"),
+        ("[risk]\nvelocity_window_s = 0", "risk.velocity_window_s"),
+        ("[risk]\nvelocity_action = 'block'", "risk.velocity_action"),
+        ("[risk]\namount_factor = 0", "risk.amount_factor"),
+        ("[risk]\nblacklist_action = 'ignore'", "risk.blacklist_action"),
         ("[logging]\nformat = 'xml'", "logging.format"),
         ("[logging]\nlevel = 'verbose'", "logging.level"),
         ("[trace]\nenabled = 'yes'", "trace.enabled"),
@@ -306,3 +314,44 @@ def test_readme_documents_every_key() -> None:
             names = [spec.name]
         for name in names:
             assert f"| `{name}` |" in section, name
+
+
+def test_risk_rules_are_configuration_shown_by_config_show(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "[risk]\nvelocity_action = 'decline'\nvelocity_count = 64\n")
+    assert run_cli(["config", "show", "--config", str(path)]) == 0
+    shown = tomllib.loads(capsys.readouterr().out)["risk"]
+    assert shown["velocity_action"] == "decline" and shown["velocity_count"] == 64
+    assert shown["amount_action"] == "alert" and shown["blacklist_action"] == "decline"
+
+
+def test_the_default_risk_rules_are_the_demo_rules() -> None:
+    from iso_switch.processor import ProcessorConfig, config_from
+
+    assert config_from(Config(), pan_hash_key=b"k" * 32).risk == ProcessorConfig().risk
+    assert Config().risk == RiskConfig()
+
+
+def test_a_reload_keeps_the_settings_that_need_a_restart() -> None:
+    running = Config()
+    loaded = parse_config({
+        "demo": False, "data_dir": "/elsewhere",
+        "listeners": [{"name": "other", "port": 1}],
+        "limits": {"max_batch": 7},
+        "ledger": {"worker": "thread", "review_threshold_minor": 5},
+        "risk": {"velocity_action": "decline"},
+        "timeouts": {"idle_timeout_s": 5},
+    })
+    plan = reload_plan(running, loaded)
+    assert plan.changed == ("timeouts.idle_timeout_s", "ledger.review_threshold_minor",
+                            "risk.velocity_action")
+    assert plan.ignored == ("demo", "data_dir", "listeners", "limits.max_batch",
+                            "ledger.worker")
+    config = plan.config
+    assert (config.demo, config.data_dir, config.listeners, config.limits, config.ledger.worker
+            ) == (running.demo, running.data_dir, running.listeners, running.limits,
+                  running.ledger.worker)
+    assert config.ledger.review_threshold_minor == 5
+    assert config.risk.velocity_action == "decline" and config.timeouts.idle_timeout_s == 5
+    assert reload_plan(running, running) == type(plan)(running, (), ())

@@ -4,7 +4,8 @@ With no options it runs on the embedded defaults: listeners 127.0.0.1:8583
 (ascii87-hex) and 127.0.0.1:8584 (ascii87-bin), the SQLite ledger under
 ``./var`` seeded with the demo data, and the demo keys shipped in ``keys/``
 (a warning says so). SIGINT / SIGTERM stop it gracefully: it stops
-accepting, finishes what is in flight, commits and closes.
+accepting, finishes what is in flight, commits and closes. SIGHUP reloads
+the same ``--config`` file, the key store and the reference data.
 """
 
 from __future__ import annotations
@@ -50,16 +51,17 @@ def serve(args: argparse.Namespace) -> int:
     from iso_switch.logs import configure_logging
     from iso_switch.server import build_switch
 
+    overrides = {
+        "data_dir": args.data_dir,
+        "logging.format": args.log_format,
+        "logging.level": args.log_level,
+        # [trace] a FILE given here is relative to the current directory
+        "trace.enabled": True if args.trace or args.trace_masked else None,
+        "trace.path": str(args.trace.resolve()) if args.trace else None,
+        "trace.masked": True if args.trace_masked else None,
+    }
     try:
-        config = load_config(args.config, {
-            "data_dir": args.data_dir,
-            "logging.format": args.log_format,
-            "logging.level": args.log_level,
-            # [trace] a FILE given here is relative to the current directory
-            "trace.enabled": True if args.trace or args.trace_masked else None,
-            "trace.path": str(args.trace.resolve()) if args.trace else None,
-            "trace.masked": True if args.trace_masked else None,
-        })
+        config = load_config(args.config, overrides)
     except ConfigError as error:
         print(f"iso-switch serve: {error}", file=sys.stderr)
         return 1
@@ -67,7 +69,8 @@ def serve(args: argparse.Namespace) -> int:
     configure_logging(config.logging.format, config.logging.level,  # type: ignore[arg-type]
                       batched=True)
     try:
-        switch = build_switch(config)
+        # SIGHUP reads the same file, with the same options, again.
+        switch = build_switch(config, load=lambda: load_config(args.config, overrides))
     except Exception as error:  # a clear one-line reason, never key material
         print(f"iso-switch serve: cannot start: {type(error).__name__}: {error}",
               file=sys.stderr)

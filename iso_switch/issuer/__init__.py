@@ -131,6 +131,10 @@ def pin_step(tries: int, blocked: bool, required: bool, present: bool,
     return PinOutcome(ResponseCode.INCORRECT_PIN, tries, tries >= PIN_TRIES_MAX)
 
 
+#: Largest velocity count: the processor keeps this many request times per
+#: card, so a larger count could never fire.
+VELOCITY_COUNT_MAX = 64
+
 #: What a risk rule does when it fires.
 ACTION_ALERT = "alert"
 ACTION_DECLINE = "decline"

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from iso_switch.acquirer.devices import NO_BINDINGS, DeviceBindings
+from iso_switch.issuer import RiskRules
 from iso_switch.ledger import AdminLedgerStore, LedgerStore, SqliteLedgerStore
 from iso_switch.processor.core import Processor
 from iso_switch.processor.model import (
@@ -99,11 +100,12 @@ __all__ = [
 def config_from(config: object, *, pan_hash_key: bytes,
                 device_bindings: DeviceBindings = NO_BINDINGS) -> ProcessorConfig:
     """A :class:`ProcessorConfig` from the switch's :class:`iso_switch.config.Config`
-    (its ``ledger`` table) and the key store's PAN hash key; other fields
-    keep their defaults."""
+    (its ``ledger`` and ``risk`` tables) and the key store's PAN hash key;
+    other fields keep their defaults."""
     from datetime import timedelta
 
     ledger = config.ledger  # type: ignore[attr-defined]
+    risk = config.risk  # type: ignore[attr-defined]
     return ProcessorConfig(
         timezone=ledger.timezone,
         hold_expiry=timedelta(days=ledger.hold_expiry_days),
@@ -112,4 +114,13 @@ def config_from(config: object, *, pan_hash_key: bytes,
         synchronous=ledger.synchronous,
         pan_hash_key=pan_hash_key,
         device_bindings=device_bindings,
+        risk=RiskRules(
+            velocity_count=risk.velocity_count,
+            velocity_window=timedelta(seconds=risk.velocity_window_s),
+            velocity_action=risk.velocity_action,
+            amount_factor=risk.amount_factor,
+            amount_min_history=risk.amount_min_history,
+            amount_action=risk.amount_action,
+            blacklist_action=risk.blacklist_action,
+        ),
     )

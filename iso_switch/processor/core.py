@@ -39,7 +39,7 @@ from iso_switch.codec.subfields import (
     build_de54,
 )
 from iso_switch.codes import ResponseCode, TxnState, TxnType
-from iso_switch.issuer import pan_hash
+from iso_switch.issuer import VELOCITY_COUNT_MAX, pan_hash
 from iso_switch.issuer.checks import DEBIT_TYPES, INQUIRY_TYPES
 from iso_switch.ledger import (
     Account,
@@ -99,7 +99,7 @@ DEFAULT_ACCOUNT_TYPE = "00"
 #: MTI classes (first two digits) whose responses carry DE37.
 # Bounds on in-memory risk state: recent request times kept per card, and
 # cards tracked before the whole map is dropped (velocity is best effort).
-VELOCITY_TIMES_PER_CARD_MAX = 64
+VELOCITY_TIMES_PER_CARD_MAX = VELOCITY_COUNT_MAX
 VELOCITY_CARDS_MAX = 100_000
 RRN_SEQUENCE_MODULUS = 10**8
 APPROVAL_CODE_MODULUS = 10**6
@@ -183,6 +183,28 @@ class Processor:
         # None: too many to hold, look every original up.
         self._remembered: set[str] | None = store.remembered_orig_keys(REMEMBERED_FILTER_MAX)
         self._reference_version = store.reference_version()
+
+    def reconfigure(self, hsm: PinHsm, config: ProcessorConfig) -> list[str]:
+        """Install a reloaded HSM and configuration and re-read the reference
+        data whatever its version (SIGHUP), so a change made by any means is
+        picked up. Between batches only. Returns the names of the reference
+        tables that changed. The time zone is fixed at start (the business
+        day and the cached local times depend on it)."""
+        assert config.timezone == self.config.timezone, "the time zone needs a restart"
+        before = self._reference_tables()
+        running = self.hsm, self.config
+        self.hsm, self.config = hsm, config
+        try:
+            self.reload()
+        except BaseException:
+            self.hsm, self.config = running
+            raise
+        after = self._reference_tables()
+        return [name for name, table in before.items() if after[name] != table]
+
+    def _reference_tables(self) -> dict[str, object]:
+        return {"terminals": self.terminals, "merchants": self.merchants,
+                "issuers": self.issuers, "bin_routes": self.bins, "blacklist": self.blacklist}
 
     def _refresh(self) -> None:
         if self.store.reference_version() != self._reference_version:

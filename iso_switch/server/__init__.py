@@ -9,14 +9,17 @@ until SIGINT/SIGTERM or ``switch.shutdown()``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from iso_switch.acquirer.devices import BindingFileError, DeviceBindings, load_bindings
 from iso_switch.bootstrap import build_hsm
 from iso_switch.config import Config
 from iso_switch.processor import Processor, config_from, open_default
 from iso_switch.security.demo import pan_hash_key
-from iso_switch.security.hsm import SoftwareHsm
+from iso_switch.security.hsm import Hsm, SoftwareHsm
 from iso_switch.server.app import Switch
 from iso_switch.server.ledger_worker import InThreadLedger, LedgerWorker, SubprocessLedger
+from iso_switch.server.reload import PreparedReload, prepare_reload
 
 
 def device_bindings_for(config: Config) -> DeviceBindings:
@@ -37,11 +40,14 @@ def open_processor(config: Config, hsm: SoftwareHsm) -> Processor:
                         seed_demo_data=config.demo, pan_hash_kcv=key_kcv)
 
 
-def build_switch(config: Config, *, handle_signals: bool = True) -> Switch:
+def build_switch(config: Config, *, handle_signals: bool = True,
+                 load: Callable[[], Config] | None = None) -> Switch:
     """The switch and its ledger worker (``ledger.worker``): a child process
     (the default: the processor gets a core of its own), or the writer
     thread, where the processor shares the switch's thread-safe HSM so the
-    keys a KSN derives for its MAC are found again for its PIN."""
+    keys a KSN derives for its MAC are found again for its PIN. ``load``
+    reads the configuration again for a reload (SIGHUP); without it a
+    reload keeps ``config`` and re-reads the key store and reference data."""
     hsm = build_hsm(config)
     ledger: LedgerWorker
     if config.ledger.worker == "process":
@@ -51,7 +57,13 @@ def build_switch(config: Config, *, handle_signals: bool = True) -> Switch:
         ledger = SubprocessLedger(config)
     else:
         ledger = InThreadLedger(open_processor(config, hsm))
-    return Switch(config, ledger, hsm, handle_signals=handle_signals)
+    load_again = load if load is not None else (lambda: config)
+
+    def reloader(running: Config, running_hsm: Hsm) -> PreparedReload:
+        assert isinstance(running_hsm, SoftwareHsm), "build_switch made a SoftwareHsm"
+        return prepare_reload(load_again, running, running_hsm)
+
+    return Switch(config, ledger, hsm, handle_signals=handle_signals, reloader=reloader)
 
 
 __all__ = ["BindingFileError", "Switch", "build_switch", "device_bindings_for",

@@ -25,6 +25,7 @@ bytes and values between them and bounds everything:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -65,9 +66,13 @@ from iso_switch.protocol import (
 from iso_switch.protocol.admission import AdmissionLimits, PeerGuard
 from iso_switch.security.hsm import Hsm
 from iso_switch.server.ledger_worker import BatchInDoubt, InThreadLedger, LedgerWorker
+from iso_switch.server.reload import PreparedReload, refusal_reason
 from iso_switch.server.trace import TraceRecorder, open_trace
 
 log = structlog.get_logger("iso_switch.server")
+
+#: Prepares a reload (blocking) from the running configuration and HSM.
+Reloader = Callable[[Config, Hsm], PreparedReload]
 
 # Requests queued for the ledger writer before connections wait.
 WRITER_QUEUE_REQUESTS = 8192
@@ -204,7 +209,10 @@ class Switch:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         handle_signals: bool = True,
         trace: TraceRecorder | None = None,
+        reloader: Reloader | None = None,
     ) -> None:
+        """``reloader``: what a reload (SIGHUP, :meth:`reload`) installs;
+        without one a reload re-reads the ledger's reference data only."""
         self.config = config
         # A bare Processor runs in the writer thread (see ledger_worker).
         self.ledger: LedgerWorker = (
@@ -238,6 +246,11 @@ class Switch:
         self._flush_scope = trio.CancelScope()
         self._stop = trio.Event()
         self._read_scopes: set[trio.CancelScope] = set()
+        self._reloader = reloader
+        self._reload_lock = trio.Lock()
+        self._reload_scope = trio.CancelScope()
+        # One reload waiting is enough: it re-reads everything when it runs.
+        self._reload_wanted, self._reload_requests = trio.open_memory_channel[None](1)
         # [trace] message trace (off by default): see iso_switch/server/trace.py.
         self.trace = trace if trace is not None else open_trace(
             config, getattr(hsm, "key_store", None))
@@ -264,6 +277,7 @@ class Switch:
             root.start_soon(self._writer)
             root.start_soon(self._expire)
             root.start_soon(self._flush_logs)
+            root.start_soon(self._reloads)
             if self.trace is not None:  # [trace] its file is open before we listen
                 await root.start(self.trace.run)
             if self.handle_signals:
@@ -296,17 +310,79 @@ class Switch:
                 self._pump.close()
                 self._expire_scope.cancel()
                 self._flush_scope.cancel()
+                self._reload_scope.cancel()
             if self.trace is not None:  # [trace] write what is left, then stop
                 self.trace.close()
         log.info("stopped")
         flush_logs()
 
     async def _watch_signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async for signum in signals:
                 log.info("signal received", signal=signal.Signals(signum).name)
+                if signum == signal.SIGHUP:
+                    self.request_reload()
+                    continue
                 self.shutdown()
-                return
+                break
+        # Stopping: a hangup now must not kill the process (its default).
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    # -- reload -------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """Ask for a reload (what SIGHUP does); it runs in a task of its own,
+        one at a time."""
+        with contextlib.suppress(trio.WouldBlock):  # one is waiting already
+            self._reload_wanted.send_nowait(None)
+
+    async def _reloads(self) -> None:
+        with self._reload_scope:
+            async for _ in self._reload_requests:
+                await self.reload()
+
+    async def reload(self) -> bool:
+        """Re-read the configuration file, the key store and the ledger's
+        reference data, and install them without dropping a connection
+        (see :mod:`iso_switch.server.reload`). The ledger installs its part
+        between two batches, then the front swaps its HSM and configuration
+        in one step of the trio thread, between two requests. Whether it
+        applied: a reload that fails anywhere changes nothing, and says why
+        in the log."""
+        async with self._reload_lock:
+            prepared = None
+            if self._reloader is not None:
+                try:
+                    prepared = await trio.to_thread.run_sync(self._reloader, self.config,
+                                                             self.hsm)
+                except Exception as exc:
+                    log.error("reload refused: the running configuration stays",
+                              reason=refusal_reason(exc))
+                    return False
+            config = None if prepared is None else prepared.plan.config
+            hsm = None if prepared is None else prepared.hsm
+            tables = await self._between_batches(lambda: self.ledger.reload(config, hsm))
+            if isinstance(tables, Exception):
+                log.error("reload refused by the ledger: the running configuration stays",
+                          reason=refusal_reason(tables))
+                return False
+            if prepared is not None:
+                self.hsm, self.config = prepared.hsm, prepared.plan.config
+            _log_reload(prepared, tables)
+            return True
+
+    async def _between_batches(self, action: Callable[[], object]) -> object:
+        """``action``'s result (or exception), run by the ledger pump."""
+        done = trio.Event()
+        result: list[object] = []
+
+        def finished(value: object) -> None:
+            result.append(value)
+            done.set()
+
+        self._pump.between_batches(action, finished)
+        await done.wait()
+        return result[0]
 
     async def _accept(
         self, listener: trio.SocketListener, lc: ListenerConfig, nursery: trio.Nursery
@@ -673,6 +749,9 @@ class _LedgerPump:
         self._closing = False
         self._deliver: Callable[[list[_Pending], list[Outcome]], None] | None = None
         self._token: trio.lowlevel.TrioToken | None = None
+        # Work for the ledger between two batches (a reload), with the
+        # callback that gets its result in the trio thread.
+        self._actions: deque[tuple[Callable[[], object], Callable[[object], None]]] = deque()
 
     def bind(self, deliver: Callable[[list[_Pending], list[Outcome]], None],
              token: trio.lowlevel.TrioToken) -> None:
@@ -693,6 +772,16 @@ class _LedgerPump:
                 expired.append(queue.popleft())
         return expired
 
+    def between_batches(self, action: Callable[[], object],
+                        done: Callable[[object], None]) -> None:
+        """Run ``action`` in the pump's thread after the batch being decided
+        and before the next (the ledger is never used by two threads);
+        ``done`` gets its result, or the exception it raised, in the trio
+        thread. Run even when closing, so ``done`` is always called."""
+        with self._ready:
+            self._actions.append((action, done))
+            self._ready.notify()
+
     def next_deadline(self) -> float | None:
         with self.lock:
             return self._queue[0].deadline if self._queue else None
@@ -710,23 +799,34 @@ class _LedgerPump:
             while True:
                 with self._ready:
                     idle = False
-                    while not self._queue and not self._closing:
+                    while not self._queue and not self._closing and not self._actions:
                         if not self._ready.wait(self.housekeeping_interval_s):
                             idle = True
                             break
-                    queue = self._queue
-                    if not queue and not idle:
+                    queue, actions = self._queue, self._take_actions()
+                    if not queue and not idle and not actions:
                         break
                     live = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
+                for action, done in actions:
+                    token.run_sync_soon(done, _outcome_of(action))
                 if not live:
-                    # Idle: an empty batch, so due holds expire and old keys
-                    # are pruned without waiting for the next request.
-                    self.housekeep()
+                    if idle:
+                        # Idle: an empty batch, so due holds expire and old
+                        # keys are pruned without waiting for the next request.
+                        self.housekeep()
                     continue
                 outcomes = self.decide([p.request for p in live])
                 token.run_sync_soon(deliver, live, outcomes)
         finally:
             self.ledger.close()
+
+    def _take_actions(self) -> list[tuple[Callable[[], object], Callable[[object], None]]]:
+        """The work waiting for the gap between batches (under the lock)."""
+        if not self._actions:
+            return []  # the usual case: nothing to copy
+        actions = list(self._actions)
+        self._actions.clear()
+        return actions
 
     def housekeep(self) -> None:
         """An empty batch (housekeeping only); a failure is retried at the
@@ -767,6 +867,34 @@ class _LedgerPump:
             self.ledger.recover()
         except Exception as again:
             log.error("recovery after a failed batch failed", error=type(again).__name__)
+
+
+def _log_reload(prepared: PreparedReload | None, tables: object) -> None:
+    """One line per reload: what it changed (key paths, key names, the
+    reference tables), and the settings that wait for a restart."""
+    fields: dict[str, object] = {"reference_changed": tables}
+    if prepared is None:
+        log.info("reloaded", **fields)
+        return
+    plan = prepared.plan
+    # Key names under field names the masking processor lets through (it
+    # redacts any field named like a key).
+    fields.update(changed=list(plan.changed), store_added=list(prepared.keys_added),
+                  store_removed=list(prepared.keys_removed),
+                  store_changed=list(prepared.keys_changed))
+    if plan.ignored:
+        log.warning("reloaded; some changed settings are ignored until restart",
+                    ignored_until_restart=list(plan.ignored), **fields)
+    else:
+        log.info("reloaded", **fields)
+
+
+def _outcome_of(action: Callable[[], object]) -> object:
+    """What ``action`` returns, or the exception it raised."""
+    try:
+        return action()
+    except Exception as exc:
+        return exc
 
 
 class _CloseConnection(Exception):

@@ -53,10 +53,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from iso_switch.config import Config
 from iso_switch.processor import CommitFailed, Outcome, Processor, Request
+from iso_switch.server.reload import ReloadRefused
+
+if TYPE_CHECKING:
+    from iso_switch.security.hsm import SoftwareHsm
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,9 @@ _MARSHAL = b"m"
 _PICKLE = b"p"
 # First byte of a recall: the batch of a lost child, to be read back only.
 _RECALL = b"r"
+# First byte of a reload: the pickled configuration to install (or None:
+# re-read the reference data only), between two batches.
+_RELOAD = b"h"
 _FAILED = "failed"
 
 
@@ -156,6 +163,13 @@ class LedgerWorker(Protocol):
     def recover(self) -> None:
         """After an unexpected error: leave no transaction open."""
 
+    def reload(self, config: Config | None, hsm: SoftwareHsm | None) -> list[str]:
+        """Between batches: install a reloaded configuration and HSM (None:
+        keep them) and re-read the reference data. Returns the reference
+        tables that changed; raises when the reload was refused, leaving the
+        running configuration in place."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -170,6 +184,13 @@ class InThreadLedger:
 
     def recover(self) -> None:
         self.processor.store.rollback()
+
+    def reload(self, config: Config | None, hsm: SoftwareHsm | None) -> list[str]:
+        """The very HSM the front swaps to, so that the keys a KSN derives
+        for its MAC are found again for its PIN."""
+        from iso_switch.server.reload import reload_processor
+
+        return reload_processor(self.processor, config, hsm)
 
     def close(self) -> None:
         self.processor.store.close()
@@ -362,6 +383,33 @@ class SubprocessLedger:
     def recover(self) -> None:
         """The child rolls back on its own; nothing to do here."""
 
+    def reload(self, config: Config | None, hsm: SoftwareHsm | None) -> list[str]:
+        """A reload message on the pipe, between two batches: the child
+        builds its own HSM from ``config`` and installs it (``hsm`` belongs
+        to this process). Once applied, a child started later starts on
+        ``config`` too. With no child running, ``config`` is what the next
+        one starts on."""
+        conn = self._conn
+        if conn is None:
+            if config is not None:
+                self._config = config
+            return []
+        try:
+            conn.send_bytes(_RELOAD + pickle.dumps(config, pickle.HIGHEST_PROTOCOL))
+            reply = _loads(conn.recv_bytes())
+        except _LOST as exc:
+            # Whether it applied is unknown: the next batch starts another
+            # child on the configuration it had.
+            self._reap()
+            raise ReloadRefused("the ledger process was lost during the reload") from exc
+        if isinstance(reply, tuple) and reply[:1] == (_FAILED,):
+            raise ReloadRefused(f"the ledger process refused the reload: {reply[1]}")
+        if not isinstance(reply, list):
+            raise ReloadRefused("the ledger process answered a reload with something else")
+        if config is not None:
+            self._config = config
+        return [str(name) for name in reply]
+
     def _reap(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -397,11 +445,26 @@ def _bound_waits(conn: Connection, timeout_s: float) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
 
 
+def _reload_child(processor: Processor, data: bytes) -> object:
+    """A reload in the ledger process: the changed reference tables, or
+    why it was refused (the processor keeps what it had)."""
+    from iso_switch.bootstrap import build_hsm
+    from iso_switch.server.reload import refusal_reason, reload_processor
+
+    config = pickle.loads(data)  # noqa: S301 (our own parent's bytes, see _loads)
+    try:
+        hsm = None if config is None else build_hsm(config, warn=False)
+        return reload_processor(processor, config, hsm)
+    except Exception as exc:
+        return (_FAILED, refusal_reason(exc))
+
+
 def ledger_main(config: Config, conn: Connection) -> None:
     """The child: open the ledger, then decide batches until told to stop."""
     # Signals go to the parent, which stops us in order (close()).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the switch reloads us itself
     from iso_switch.bootstrap import build_hsm
     from iso_switch.logs import configure_logging
     from iso_switch.server import open_processor
@@ -422,6 +485,9 @@ def ledger_main(config: Config, conn: Connection) -> None:
             if not message:  # asked to stop
                 break
             try:
+                if message[:1] == _RELOAD:
+                    conn.send_bytes(_dumps(_reload_child(processor, message[1:])))
+                    continue
                 if message[:1] == _RECALL:
                     conn.send_bytes(pack_recalled(
                         processor.recall(unpack_requests(message[1:]))))
