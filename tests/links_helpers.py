@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from iso_switch.links import (
     ANSWER_MTI,
-    ConnId,
     Connect,
+    ConnId,
     IssuerLink,
     LinkConfig,
     Output,
