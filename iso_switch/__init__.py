@@ -8,8 +8,9 @@ on one line do not import each other; ``lint-imports`` checks it, see
 - ``ledger`` / ``security`` / ``protocol`` / ``logs``: durable double-entry
   ledger with idempotency; PIN blocks, DUKPT, MACs, key store, the ``Hsm``
   interface; framing and sessions, sans-I/O; structured logging with masking
-- ``issuer`` / ``acquirer`` / ``routing`` / ``trace``: the business rules;
-  the message trace format (sealing, masking, lines), sans-I/O
+- ``issuer`` / ``acquirer`` / ``routing`` / ``trace`` / ``links``: the
+  business rules; the message trace format (sealing, masking, lines); the
+  links toward remote issuers as a state machine; all sans-I/O
 - ``processor``: the decision for each request and its postings, sans-I/O
 - ``config``: the switch's configuration (TOML, validated)
 - ``bootstrap``: the key store and HSM a configuration names

@@ -24,7 +24,7 @@ def _loaded_by(module: str) -> list[str]:
     return loaded
 
 
-@pytest.mark.parametrize("module", ["iso_switch.trace", "iso_switch.admin",
+@pytest.mark.parametrize("module", ["iso_switch.trace", "iso_switch.links", "iso_switch.admin",
                                     "iso_switch.bootstrap", "iso_switch.config"])
 def test_packages_below_the_server_load_neither_trio_nor_the_server(module: str) -> None:
     assert _loaded_by(module) == []
