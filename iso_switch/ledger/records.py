@@ -474,7 +474,10 @@ class RecordsMixin:
     def auth_code_used(self, card_id: int, business_day: str, code: str) -> bool:
         """Whether ``code`` was already given to this card on this business day."""
         row = self.conn.execute(
-            "SELECT 1 FROM txns WHERE card_id = ? AND business_day = ? AND auth_code = ?",
+            # The auth_code != '' term lets SQLite use the partial index
+            # txns_card_day_auth; without it every approval scans txns.
+            "SELECT 1 FROM txns WHERE card_id = ? AND business_day = ? AND auth_code = ?"
+            " AND auth_code != ''",
             (card_id, business_day, code),
         ).fetchone()
         return row is not None
