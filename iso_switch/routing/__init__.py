@@ -9,6 +9,7 @@ that is marked down, or that has no link in this process, answers 91.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 
 from iso_switch.codes import ResponseCode
@@ -39,3 +40,18 @@ def check_route(issuer_id: str | None, issuer_available: bool) -> ResponseCode |
     if not issuer_available or issuer_id != ON_US_ISSUER:
         return ResponseCode.ISSUER_INOPERATIVE
     return None
+
+
+def route_overlaps(prefixes: Iterable[str], routed: Collection[str]) -> Iterator[tuple[str, str]]:
+    """Pairs ``(prefix, route)`` of ``prefixes`` and ``routed`` where one
+    begins with the other (equal included): two tables that would both
+    claim some PAN. Linear in the prefixes (each at most
+    :data:`BIN_LENGTH_MAX` long), not quadratic in the pairs."""
+    for prefix in prefixes:
+        for length in range(1, len(prefix) + 1):
+            if prefix[:length] in routed:
+                yield prefix, prefix[:length]
+    for route in routed:
+        for length in range(1, len(route)):  # equal pairs were found above
+            if route[:length] in prefixes:
+                yield route[:length], route
