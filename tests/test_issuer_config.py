@@ -254,3 +254,39 @@ def test_serve_refuses_issuer_bins_the_ledger_routes(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert ("issuers[0].bins: '47617' overlaps '476173', routed to 'onus' in the ledger's "
             "route table") in done.stderr
+
+
+# -- iso-switch issuer up|down for remote issuers -------------------------------------
+
+
+def test_issuer_down_and_up_take_a_configured_remote_issuer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from iso_switch.cli import main
+    from iso_switch.processor import open_store
+
+    config = tmp_path / "switch.toml"
+    config.write_text(EXAMPLE.read_text("utf-8").replace(
+        "demo = true", f"demo = true\ndata_dir = {str(tmp_path / 'var')!r}"), encoding="utf-8")
+    open_store(tmp_path / "var").close()
+    given = ["--config", str(config)]
+    assert main(["issuer", "down", "bank-b", "--data-dir", str(tmp_path / "var")]) == 1
+    assert "needs --config" in capsys.readouterr().out
+    assert main(["issuer", "list", *given]) == 0
+    assert "bank-b   up    remote issuer        BINs 541333" in capsys.readouterr().out
+    assert main(["issuer", "down", "bank-b", *given]) == 0
+    assert main(["issuer", "down", "bank-c", *given]) == 1
+    # Kept in the ledger: later commands (and restarts) see it without the file.
+    store = open_store(tmp_path / "var")
+    assert store.load_issuers()["bank-b"].available is False
+    assert store.load_routes() == {}  # a state, not a route
+    store.close()
+    assert main(["issuer", "up", "bank-b", "--data-dir", str(tmp_path / "var")]) == 0
+    assert main(["issuer", "list", *given]) == 0
+    out = capsys.readouterr().out
+    assert "issuer bank-b is down" in out and "issuer bank-b is up" in out
+    assert out.count("bank-b   up") == 1
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[issuers]]\nid = 'x'\n", encoding="utf-8")
+    assert main(["issuer", "down", "x", "--config", str(bad)]) == 1
+    assert "issuers[0].bins: is required" in capsys.readouterr().out
