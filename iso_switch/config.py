@@ -466,6 +466,12 @@ class Config:
     def data_path(self) -> Path:
         return Path(self.data_dir)
 
+    @property
+    def remote_routes(self) -> dict[str, str]:
+        """Every remote issuer prefix -> its issuer id (for
+        :meth:`iso_switch.routing.BinTable.over`)."""
+        return {prefix: issuer.id for issuer in self.issuers for prefix in issuer.bins}
+
     def resolve_path(self, path: str) -> Path:
         """``path`` as given when absolute, else relative to ``data_dir``."""
         candidate = Path(path)

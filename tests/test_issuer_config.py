@@ -290,3 +290,21 @@ def test_issuer_down_and_up_take_a_configured_remote_issuer(
     bad.write_text("[[issuers]]\nid = 'x'\n", encoding="utf-8")
     assert main(["issuer", "down", "x", "--config", str(bad)]) == 1
     assert "issuers[0].bins: is required" in capsys.readouterr().out
+
+
+def test_one_longest_prefix_lookup_over_both_route_sources() -> None:
+    from iso_switch.codes import ResponseCode
+    from iso_switch.routing import BinTable, check_route
+
+    config = issuers({**REQUIRED, "bins": ["5413", "541333"]},
+                     {**REQUIRED, "id": "bank-c", "bins": ["4000"]})
+    assert config.remote_routes == {"5413": "bank-b", "541333": "bank-b", "4000": "bank-c"}
+    table = BinTable.over({"476173": "onus"}, config.remote_routes)
+    assert table.issuer_for("4761739001010010") == "onus"
+    assert table.issuer_for("5413330000000019") == "bank-b"
+    assert table.issuer_for("4000001234567899") == "bank-c"
+    assert table.issuer_for("6011000000000004") is None
+    # Not served in this process until forwarding is wired.
+    assert check_route("bank-b", True) == ResponseCode.ISSUER_INOPERATIVE
+    with pytest.raises(ValueError, match="4000"):
+        BinTable.over({"4000": "onus"}, config.remote_routes)
