@@ -217,6 +217,21 @@ def test_link_keys_must_be_in_the_key_store_for_their_use(
     assert info.value.key_path == key_path and problem in str(info.value)
 
 
+def test_a_reload_that_loses_a_running_link_key_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from iso_switch.server.reload import prepare_reload
+
+    _real_store(tmp_path, monkeypatch)
+    config = parse_config({"demo": False, "data_dir": str(tmp_path),
+                           "issuers": [REQUIRED | {"pin_key": "zpk", "mac_key": "zak"}]})
+    hsm = build_hsm(config, warn=False)
+    assert prepare_reload(lambda: config, config, hsm).plan.config == config
+    (tmp_path / "keys" / "zak.tr31").unlink()
+    with pytest.raises(ConfigError, match=r"^issuers\[0\]\.mac_key: no key 'zak'"):
+        prepare_reload(lambda: config, config, hsm)
+
+
 def test_a_decrypt_only_zone_pin_key_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
