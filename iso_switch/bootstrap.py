@@ -18,9 +18,10 @@ from pathlib import Path
 
 import structlog
 
-from iso_switch.config import Config
+from iso_switch.config import Config, ConfigError
+from iso_switch.security import tr31
 from iso_switch.security.demo import demo_keys_in
-from iso_switch.security.errors import SecurityError
+from iso_switch.security.errors import KeyUsageError, SecurityError
 from iso_switch.security.hsm import SoftwareHsm
 from iso_switch.security.keystore import MASTER_KEY_ENV, KeyStore, resolve_master_key
 
@@ -67,6 +68,7 @@ def build_hsm(config: Config, *, warn: bool = True) -> SoftwareHsm:
         if demo_keys:
             raise DemoKeyRefused("demo keys are refused outside demo mode: "
                                  + ", ".join(demo_keys))
+    check_link_keys(config, store)
     hsm = SoftwareHsm(store, bdk_grace_s=config.keys.bdk_rotation_grace_h * SECONDS_PER_HOUR)
     if warn and hsm.uses_demo_keys:
         log.warning("running on DEMO keys (public test keys): never use with real cards",
@@ -74,4 +76,28 @@ def build_hsm(config: Config, *, warn: bool = True) -> SoftwareHsm:
     return hsm
 
 
-__all__ = ["DemoKeyRefused", "build_hsm", "checkout_keys_dir", "keys_dir_for"]
+def check_link_keys(config: Config, store: KeyStore) -> None:
+    """Every remote issuer's ``pin_key`` is a zone PIN key (usage P0) the
+    switch may encrypt under, and its ``mac_key``, when set, a MAC key
+    (usage M3) it may generate and verify with: a link would otherwise
+    fail on its first PIN or MAC, long after the start. The
+    :class:`ConfigError` names the key path and the key name only."""
+    for index, issuer in enumerate(config.issuers):
+        wanted: list[tuple[str, str, str, tuple[str, ...]]] = [
+            ("pin_key", issuer.pin_key, tr31.USAGE_PIN_ENCRYPTION, (tr31.MODE_ENCRYPT,))]
+        if issuer.mac_key:
+            wanted.append(("mac_key", issuer.mac_key, tr31.USAGE_MAC_ISO9797_ALG3,
+                           (tr31.MODE_GENERATE, tr31.MODE_VERIFY)))
+        for key, name, usage, operations in wanted:
+            path = f"issuers[{index}].{key}"
+            if name not in store:
+                raise ConfigError(path, f"no key {name!r} in the key store")
+            try:
+                for operation in operations:
+                    tr31.require_use(store.header(name), (usage,), operation)
+            except KeyUsageError as error:
+                raise ConfigError(path, f"key {name!r}: {error}") from None
+
+
+__all__ = ["DemoKeyRefused", "build_hsm", "check_link_keys", "checkout_keys_dir",
+           "keys_dir_for"]

@@ -24,6 +24,7 @@ emitter: the standard library reads TOML but does not write it), and
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import math
 import re
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from iso_switch.codec import list_specs
 from iso_switch.issuer import ACTION_ALERT, ACTION_DECLINE, VELOCITY_COUNT_MAX
 from iso_switch.protocol.admission import (
     ADMISSION_WINDOW_S,
@@ -49,12 +51,14 @@ from iso_switch.protocol.framing import (
     max_length_for,
 )
 from iso_switch.protocol.session import MAX_IN_FLIGHT_PER_CONNECTION
+from iso_switch.routing import BIN_LENGTH_MAX, ON_US_ISSUER, route_overlaps
 
 __all__ = [
     "DEFAULT_LISTENERS",
     "RESTART_ONLY",
     "Config",
     "ConfigError",
+    "IssuerConfig",
     "KeysConfig",
     "LedgerConfig",
     "LimitsConfig",
@@ -64,9 +68,11 @@ __all__ = [
     "RiskConfig",
     "TimeoutsConfig",
     "TraceConfig",
+    "check_issuer_routes",
     "dump_config",
     "load_config",
     "parse_config",
+    "parse_endpoint",
     "reload_plan",
 ]
 
@@ -297,6 +303,126 @@ class RiskConfig:
     blacklist_action: str = field(default=ACTION_DECLINE, metadata=_RISK_ACTIONS)
 
 
+#: Remote issuers one switch may be configured with, and what each may list.
+MAX_ISSUERS: Final = 64
+MAX_ISSUER_BINS: Final = 10_000
+MAX_ISSUER_ENDPOINTS: Final = 16
+#: An issuer id becomes a ledger account name (``due-from:<id>``) and a
+#: metric label value: short, and no character that needs quoting.
+_ISSUER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+_PORT_TEXT = re.compile(r"[0-9]{1,5}")
+
+
+def _check_institution_id(text: str) -> str | None:
+    if 1 <= len(text) <= 11 and text.isascii() and text.isdigit():
+        return None
+    return "must be 1 to 11 digits (DE32 on issuer links)"
+
+
+def _check_issuer_id(text: str) -> str | None:
+    if not _ISSUER_ID.fullmatch(text):
+        return "must be 1 to 32 letters, digits, '_' or '-', starting with a letter or digit"
+    if text == ON_US_ISSUER:
+        return f"{ON_US_ISSUER!r} is the switch's own issuer, not a remote one"
+    return None
+
+
+def _check_list(items: tuple[str, ...], what: str, most: int,
+                item_problem: Callable[[str], str | None]) -> str | None:
+    """A list of 1 to ``most`` distinct ``what``s, each without a problem."""
+    if not 1 <= len(items) <= most:
+        return f"must list 1 to {most} {what}s, got {len(items)}"
+    for item in items:
+        problem = item_problem(item)
+        if problem is not None:
+            return f"{_describe(item)} {problem}"
+    if len(set(items)) != len(items):
+        return f"lists a {what} twice"
+    return None
+
+
+def _bin_problem(prefix: str) -> str | None:
+    if 1 <= len(prefix) <= BIN_LENGTH_MAX and prefix.isascii() and prefix.isdigit():
+        return None
+    return f"is not a prefix of 1 to {BIN_LENGTH_MAX} digits"
+
+
+def _endpoint_problem(endpoint: str) -> str | None:
+    try:
+        parse_endpoint(endpoint)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def _check_bins(bins: tuple[str, ...]) -> str | None:
+    return _check_list(bins, "BIN prefix", MAX_ISSUER_BINS, _bin_problem)
+
+
+def _check_endpoints(endpoints: tuple[str, ...]) -> str | None:
+    return _check_list(endpoints, "endpoint", MAX_ISSUER_ENDPOINTS, _endpoint_problem)
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """``host:port`` (``[v6 address]:port`` for IPv6) as ``(host, port)``;
+    :class:`ValueError` saying what is wrong otherwise."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not _PORT_TEXT.fullmatch(port) or not 1 <= int(port) <= 65535:
+        raise ValueError("must be host:port with a port from 1 to 65535")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError("holds no IPv6 address between its brackets") from None
+        return host[1:-1], int(port)
+    if not host or ":" in host or any(c.isspace() or c in "[]/" for c in host):
+        raise ValueError("must be host:port (an IPv6 address goes in brackets: [::1]:9583)")
+    return host, int(port)
+
+
+def _check_dialect(name: str) -> str | None:
+    shipped = list_specs()
+    if name in shipped:
+        return None
+    return f"unknown dialect {_describe(name)}; the switch ships {', '.join(shipped)}"
+
+
+def _check_optional_identifier(name: str) -> str | None:
+    return None if not name else _check_identifier(name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IssuerConfig:
+    """One remote issuer: the BINs routed to it and the ISO 8583 link the
+    switch opens to it (interface section 7). Checked at load and at start;
+    the links themselves are not wired to this yet (see the docs)."""
+
+    id: str = field(metadata=_check(_check_issuer_id))
+    #: Card number prefixes routed to this issuer.
+    bins: tuple[str, ...] = field(metadata=_check(_check_bins))
+    #: ``host:port`` of each endpoint (IPv6 in brackets).
+    endpoints: tuple[str, ...] = field(metadata=_check(_check_endpoints))
+    dialect: str = field(default="ascii87-hex", metadata=_check(_check_dialect))
+    framing: str = field(
+        default=FramingKind.BINARY2.value, metadata=_choices(*(k.value for k in FramingKind))
+    )
+    #: Key-store names: the zone PIN key (usage P0) and the zone MAC key
+    #: (usage M3; empty: no MACs on this link). Checked against the key
+    #: store at start (iso_switch.bootstrap).
+    pin_key: str = field(metadata=_check(_check_identifier))
+    mac_key: str = field(metadata=_check(_check_optional_identifier))
+    #: Wait for an answer; below ``timeouts.decision_deadline_s``.
+    timeout_s: float = field(default=4.0, metadata=_bounded(0.001, _MAX_TIMEOUT_S))
+    echo_interval_s: float = field(default=30.0, metadata=_bounded(0.1, _MAX_TIMEOUT_S))
+    max_outstanding: int = field(default=256, metadata=_bounded(1, 65536))
+    stand_in: str = field(default="decline", metadata=_choices("decline", "limits"))
+    stand_in_max_minor: int = field(default=0, metadata=_bounded(0, 10**15))
+    stand_in_day_count: int = field(default=3, metadata=_bounded(0, 1_000_000))
+    stand_in_day_minor: int = field(default=0, metadata=_bounded(0, 10**15))
+    saf_retry_s: float = field(default=10.0, metadata=_bounded(0.1, _MAX_TIMEOUT_S))
+    saf_expiry_h: int = field(default=72, metadata=_bounded(1, 8760))
+
+
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
     format: str = field(default="json", metadata=_choices("json", "console"))
@@ -323,7 +449,11 @@ class Config:
     #: unless it says ``demo = true``. Off, demo keys are refused at start.
     demo: bool = True
     data_dir: str = field(default="./var", metadata=_check(_check_not_empty))
+    #: DE32 on issuer links.
+    institution_id: str = field(default="00000099901", metadata=_check(_check_institution_id))
     listeners: tuple[ListenerConfig, ...] = DEFAULT_LISTENERS
+    #: Remote issuers (none by default).
+    issuers: tuple[IssuerConfig, ...] = ()
     limits: LimitsConfig = LimitsConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
     ledger: LedgerConfig = LedgerConfig()
@@ -335,6 +465,12 @@ class Config:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+    @property
+    def remote_routes(self) -> dict[str, str]:
+        """Every remote issuer prefix -> its issuer id (for
+        :meth:`iso_switch.routing.BinTable.over`)."""
+        return {prefix: issuer.id for issuer in self.issuers for prefix in issuer.bins}
 
     def resolve_path(self, path: str) -> Path:
         """``path`` as given when absolute, else relative to ``data_dir``."""
@@ -427,11 +563,14 @@ def _convert(kind: Any, value: Any, key_path: str, metadata: Mapping[str, Any]) 
     if typing.get_origin(kind) is tuple:
         (item_kind, _ellipsis) = typing.get_args(kind)
         if not isinstance(value, list | tuple):
-            raise ConfigError(key_path, f"must be an array of tables, got {_describe(value)}")
-        return tuple(
+            what = "an array of tables" if dataclasses.is_dataclass(item_kind) else "an array"
+            raise ConfigError(key_path, f"must be {what}, got {_describe(value)}")
+        items = tuple(
             _convert(item_kind, item, f"{key_path}[{index}]", {})
             for index, item in enumerate(value)
         )
+        _validate(items, key_path, metadata)
+        return items
     converted = _scalar(kind, value, key_path)
     _validate(converted, key_path, metadata)
     return converted
@@ -477,6 +616,11 @@ def _validate(value: Any, key_path: str, metadata: Mapping[str, Any]) -> None:
 
 def _check_config(config: Config) -> None:
     """Rules that span several keys."""
+    _check_listeners(config)
+    _check_issuers(config)
+
+
+def _check_listeners(config: Config) -> None:
     if not config.listeners:
         raise ConfigError("listeners", "at least one listener is required")
     names: set[str] = set()
@@ -497,6 +641,46 @@ def _check_config(config: Config) -> None:
                 f"{config.limits.max_frame_bytes} does not fit the {listener.framing!r} "
                 f"length header of {path} (at most {capacity})",
             )
+
+
+def _check_issuers(config: Config) -> None:
+    """Issuer ids unique, answers awaited within the decision deadline, and
+    no PAN claimed by two issuers (one prefix beginning with another)."""
+    if len(config.issuers) > MAX_ISSUERS:
+        raise ConfigError("issuers", f"at most {MAX_ISSUERS} issuers, got {len(config.issuers)}")
+    deadline_s = config.timeouts.decision_deadline_s
+    ids: set[str] = set()
+    owner: dict[str, int] = {}
+    for index, issuer in enumerate(config.issuers):
+        path = f"issuers[{index}]"
+        if issuer.id in ids:
+            raise ConfigError(f"{path}.id", f"duplicate issuer id {issuer.id!r}")
+        ids.add(issuer.id)
+        if issuer.timeout_s >= deadline_s:
+            raise ConfigError(
+                f"{path}.timeout_s",
+                f"must be below timeouts.decision_deadline_s ({_number(deadline_s)}), "
+                f"got {_number(issuer.timeout_s)}",
+            )
+        for prefix, claimed in route_overlaps(issuer.bins, owner):
+            raise ConfigError(f"{path}.bins", f"{prefix!r} overlaps {claimed!r} of "
+                              f"issuers[{owner[claimed]}]")
+        owner.update(dict.fromkeys(issuer.bins, index))
+
+
+def check_issuer_routes(config: Config, routes: Mapping[str, str]) -> None:
+    """Refuse issuer BINs that overlap the ledger's own route table
+    (``routes``: prefix -> issuer id), and issuer ids the ledger routes
+    to: a PAN would have two routes. Called once the ledger is open."""
+    routed_ids = set(routes.values())
+    for index, issuer in enumerate(config.issuers):
+        path = f"issuers[{index}]"
+        if issuer.id in routed_ids:
+            raise ConfigError(f"{path}.id", f"{issuer.id!r} is an issuer of the ledger's own "
+                              "route table")
+        for prefix, routed in route_overlaps(issuer.bins, routes):
+            raise ConfigError(f"{path}.bins", f"{prefix!r} overlaps {routed!r}, routed to "
+                              f"{routes[routed]!r} in the ledger's route table")
 
 
 def _join(key_path: str, key: str) -> str:
@@ -522,6 +706,8 @@ def _describe(value: Any) -> str:
 #: seeding). A dotted prefix covers everything under it.
 RESTART_ONLY: Final = (
     "demo", "data_dir", "listeners", "limits", "logging", "trace",
+    # Remote issuers take effect at start until their links are reloadable.
+    "institution_id", "issuers",
     "ledger.synchronous", "ledger.timezone", "ledger.worker",
     "ledger.housekeeping_interval_s", "ledger.reply_timeout_s",
 )
@@ -585,8 +771,8 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 def dump_config(config: Config) -> str:
     """``config`` as TOML text that :func:`load_config` reads back unchanged.
 
-    Top-level scalars first, then ``[[listeners]]``, then one table per
-    section, in field order.
+    Top-level scalars first, then ``[[listeners]]`` and ``[[issuers]]``,
+    then one table per section, in field order.
     """
     lines: list[str] = ["# iso-switch configuration"]
     scalars, arrays, tables = _partition(config)
@@ -614,15 +800,22 @@ def _partition(
     scalars: list[tuple[str, Any]] = []
     arrays: list[tuple[str, tuple[Any, ...]]] = []
     tables: list[tuple[str, Any]] = []
+    hints = typing.get_type_hints(type(instance))
     for spec in dataclasses.fields(instance):
         value = getattr(instance, spec.name)
         if dataclasses.is_dataclass(value):
             tables.append((spec.name, value))
-        elif isinstance(value, tuple):
+        elif isinstance(value, tuple) and _holds_tables(hints[spec.name]):
             arrays.append((spec.name, value))
         else:
             scalars.append((spec.name, value))
     return scalars, arrays, tables
+
+
+def _holds_tables(kind: Any) -> bool:
+    """Whether a ``tuple[X, ...]`` field is an array of tables (else of scalars)."""
+    (item_kind, _ellipsis) = typing.get_args(kind)
+    return dataclasses.is_dataclass(item_kind)
 
 
 def _table_body(instance: Any) -> list[str]:
@@ -646,6 +839,8 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return _toml_string(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     raise AssertionError(f"no TOML form for {type(value).__name__}")
 
 

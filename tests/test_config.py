@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -309,7 +310,9 @@ def test_readme_documents_every_key() -> None:
         if dataclasses.is_dataclass(value):
             names = [f"{spec.name}.{inner.name}" for inner in dataclasses.fields(value)]
         elif isinstance(value, tuple):
-            names = [f"{spec.name}.{inner.name}" for inner in dataclasses.fields(value[0])]
+            # The item type, not an item: an array may be empty by default.
+            (item_kind, _ellipsis) = typing.get_args(typing.get_type_hints(Config)[spec.name])
+            names = [f"{spec.name}.{inner.name}" for inner in dataclasses.fields(item_kind)]
         else:
             names = [spec.name]
         for name in names:

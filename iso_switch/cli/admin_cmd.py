@@ -17,9 +17,11 @@ import sys
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from iso_switch.cli.ledger_cmd import (
+    DATA_DIR_ENV,
+    DEFAULT_DATA_DIR,
     LIST_LIMIT_DEFAULT,
     _add_keys_arguments,
     add_data_dir,
@@ -27,8 +29,13 @@ from iso_switch.cli.ledger_cmd import (
 )
 from iso_switch.codec.masking import mask_pan
 
+if TYPE_CHECKING:
+    from iso_switch.config import IssuerConfig
+
 PAN_ENV = "ISO_SWITCH_CARD_PAN"
 PIN_ENV = "ISO_SWITCH_CARD_PIN"
+#: The name a remote issuer's row gets in the ledger's issuer table.
+REMOTE_ISSUER_NAME = "remote issuer"
 
 
 # What argparse.add_subparsers returns (not subscriptable at run time).
@@ -140,12 +147,24 @@ def _register_merchants(subparsers: _Subparsers) -> None:
 def _register_issuer(subparsers: _Subparsers) -> None:
     issuer = _group(subparsers, "issuer",
                     "mark an issuer up or down (down answers 91), list issuers")
-    _action(issuer, "list", "list issuers and BIN routes", _issuer_list)
+    _add_config(_action(issuer, "list", "list issuers and BIN routes (with --config, the "
+                        "configured remote issuers too)", _issuer_list))
     for name in ("up", "down"):
-        parser = _action(issuer, name, f"mark an issuer {name}", _issuer_set)
+        parser = _action(issuer, name, f"mark an issuer {name}: the ledger's own, or with "
+                         "--config a remote issuer of the configuration ([[issuers]])",
+                         _issuer_set)
         parser.add_argument("issuer_id", nargs="?", default="onus",
                             help="issuer id (default onus)")
         parser.set_defaults(available=name == "up")
+        _add_config(parser)
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` as ``serve`` takes it: its ``data_dir`` is used
+    unless ``--data-dir`` is given, and its remote issuers are known."""
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="the switch's TOML configuration")
+    parser.set_defaults(data_dir=None)
 
 
 def _register_journal(subparsers: _Subparsers) -> None:
@@ -459,25 +478,62 @@ def _merchants_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configured(args: argparse.Namespace) -> tuple[str, tuple[IssuerConfig, ...]]:
+    """The data directory and remote issuers of ``--config`` (none without
+    it); :class:`ConfigError` when the file does not load."""
+    from iso_switch.config import load_config
+
+    default = os.environ.get(DATA_DIR_ENV, DEFAULT_DATA_DIR)
+    if args.config is None:
+        return args.data_dir or default, ()
+    config = load_config(args.config, {"data_dir": args.data_dir})
+    return config.data_dir, config.issuers
+
+
 def _issuer_list(args: argparse.Namespace) -> int:
+    from iso_switch.config import ConfigError
+
+    try:
+        args.data_dir, remote = _configured(args)
+    except ConfigError as error:
+        print(f"error: {error}")
+        return 1
     store = _open(args)
     routes = store.load_routes()
-    for issuer in store.load_issuers().values():
+    issuers = store.load_issuers()
+    for issuer in issuers.values():
         bins = ", ".join(sorted(p for p, i in routes.items() if i == issuer.id))
         print(f"{issuer.id:<8} {'up' if issuer.available else 'DOWN':<5} {issuer.name:<20} "
               f"BINs {bins}")
+    for entry in remote:
+        if entry.id not in issuers:  # never marked down: up
+            print(f"{entry.id:<8} {'up':<5} {REMOTE_ISSUER_NAME:<20} BINs {', '.join(entry.bins)}")
     return 0
 
 
 def _issuer_set(args: argparse.Namespace) -> int:
+    """Marks an issuer of the ledger up or down; a configured remote issuer
+    gets its row in the ledger's issuer table on first use, so the state
+    outlives restarts and is shared by every process on that ledger."""
+    from iso_switch.config import ConfigError
+    from iso_switch.ledger.rows import IssuerRow
+
+    try:
+        args.data_dir, remote = _configured(args)
+    except ConfigError as error:
+        print(f"error: {error}")
+        return 1
     store = _open(args)
     with store.write():
         found = store.set_issuer_available(args.issuer_id, args.available)
+        if not found and args.issuer_id in {entry.id for entry in remote}:
+            store.upsert_issuer(IssuerRow(args.issuer_id, REMOTE_ISSUER_NAME, args.available))
+            found = True
         if found:
             _audit(store, "issuer.up" if args.available else "issuer.down", args.issuer_id,
                    None, {"available": args.available})
     if not found:
-        print("error: no such issuer")
+        print("error: no such issuer" + ("" if remote else " (a remote issuer needs --config)"))
         return 1
     print(f"issuer {args.issuer_id} is {'up' if args.available else 'down'}")
     return 0

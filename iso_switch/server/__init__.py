@@ -2,8 +2,8 @@
 
 ``build_switch(config)`` assembles a switch from a :class:`~iso_switch.config.Config`:
 the key store and software HSM (:mod:`iso_switch.bootstrap`), the SQLite
-ledger under ``data_dir`` (demo data seeded on first start) and the
-listeners. ``await switch.run()`` serves
+ledger under ``data_dir`` (demo data seeded on first start; the remote
+issuers' BINs checked against its route table) and the listeners. ``await switch.run()`` serves
 until SIGINT/SIGTERM or ``switch.shutdown()``.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from iso_switch.acquirer.devices import BindingFileError, DeviceBindings, load_bindings
 from iso_switch.bootstrap import build_hsm
-from iso_switch.config import Config
+from iso_switch.config import Config, ConfigError, check_issuer_routes
 from iso_switch.processor import Processor, config_from, open_default
 from iso_switch.security.demo import pan_hash_key
 from iso_switch.security.hsm import Hsm, SoftwareHsm
@@ -49,14 +49,21 @@ def build_switch(config: Config, *, handle_signals: bool = True,
     reads the configuration again for a reload (SIGHUP); without it a
     reload keeps ``config`` and re-reads the key store and reference data."""
     hsm = build_hsm(config)
+    # Opened here in either case, so a wrong PAN hash key, a demo seed
+    # failure or an issuer route that collides with the ledger's is
+    # reported in full by serve instead of by the child's exit.
+    processor = open_processor(config, hsm)
+    try:
+        check_issuer_routes(config, processor.store.load_routes())
+    except ConfigError:
+        processor.store.close()
+        raise
     ledger: LedgerWorker
     if config.ledger.worker == "process":
-        # Checked here first, so a wrong PAN hash key or demo seed failure
-        # is reported in full by serve instead of by the child's exit.
-        open_processor(config, hsm).store.close()
+        processor.store.close()
         ledger = SubprocessLedger(config)
     else:
-        ledger = InThreadLedger(open_processor(config, hsm))
+        ledger = InThreadLedger(processor)
     load_again = load if load is not None else (lambda: config)
 
     def reloader(running: Config, running_hsm: Hsm) -> PreparedReload:
