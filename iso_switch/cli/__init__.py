@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "iso_switch.cli.config_cmd",
     "iso_switch.cli.ledger_cmd",
     "iso_switch.cli.admin_cmd",
+    "iso_switch.cli.saf_cmd",
     "iso_switch.cli.audit_cmd",
 )
 

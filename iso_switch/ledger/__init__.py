@@ -4,10 +4,12 @@ Public API: :class:`LedgerStore` and :class:`AdminLedgerStore` (the store
 as an interface, :mod:`iso_switch.ledger.store`), :class:`SqliteLedgerStore`
 (its SQLite implementation, with the double-entry primitives and the
 invariant check), :class:`Entry` for linked groups, the rows of
-:mod:`iso_switch.ledger.rows`, and the values and errors of
+:mod:`iso_switch.ledger.rows` (with the issuer links' forwarding
+records and store-and-forward items), and the values and errors of
 :mod:`iso_switch.ledger.model`.
 """
 
+from iso_switch.ledger.links import LinkStanExhausted
 from iso_switch.ledger.model import (
     Account,
     AccountClosed,
@@ -25,8 +27,20 @@ from iso_switch.ledger.model import (
     parse_ts,
     ts,
 )
-from iso_switch.ledger.rows import CardRow, IssuerRow, MerchantRow, TerminalRow, TxnRow
-from iso_switch.ledger.sqlite import SqliteLedgerStore
+from iso_switch.ledger.rows import (
+    CardRow,
+    Forward,
+    ForwardOutcome,
+    IssuerRow,
+    MerchantRow,
+    NewSafItem,
+    SafItem,
+    SafKind,
+    SafState,
+    TerminalRow,
+    TxnRow,
+)
+from iso_switch.ledger.sqlite import SqliteLedgerStore, due_from_number
 from iso_switch.ledger.store import AdminLedgerStore, LedgerStore
 
 __all__ = [
@@ -38,6 +52,8 @@ __all__ = [
     "CardRow",
     "CurrencyMismatch",
     "Entry",
+    "Forward",
+    "ForwardOutcome",
     "Hold",
     "HoldNotPending",
     "HoldState",
@@ -46,11 +62,17 @@ __all__ = [
     "IssuerRow",
     "LedgerError",
     "LedgerStore",
+    "LinkStanExhausted",
     "MerchantRow",
+    "NewSafItem",
+    "SafItem",
+    "SafKind",
+    "SafState",
     "SqliteLedgerStore",
     "TerminalRow",
     "TransferKind",
     "TxnRow",
+    "due_from_number",
     "parse_ts",
     "ts",
 ]

@@ -23,6 +23,7 @@ class AccountKind(enum.StrEnum):
     SETTLEMENT = "settlement"  # a merchant's settlement account; may go negative
     CLEARING = "clearing"  # the acquirer's cash clearing account
     EQUITY = "equity"  # the operator's funding account (opening balances)
+    DUE_FROM = "due_from"  # what a remote issuer owes the acquirer; debit-normal
 
 
 class HoldState(enum.StrEnum):

@@ -216,6 +216,77 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE substr(code, 1, 2) = '20' AND substr(mti, 1, 3) = '020' AND state = 'posted'
         GROUP BY terminal, business_day;
     """,
+    # 5: issuer links. link_forwards records each request forwarded to a
+    # remote issuer before its bytes leave (crash recovery finds the ones
+    # without an outcome); link_stans and link_stan_blocks give each issuer
+    # its DE11 sequence (see iso_switch.ledger.links for the 24-hour rule);
+    # saf_items is the store-and-forward queue; stand_in_daily counts
+    # stand-in approvals per card (by PAN hash) and business day. Cardholder
+    # data in these tables is masked or sealed by the caller, never clear.
+    """
+    CREATE TABLE link_forwards (
+        id INTEGER PRIMARY KEY,
+        txn_key TEXT NOT NULL UNIQUE,
+        issuer_id TEXT NOT NULL,
+        mti TEXT NOT NULL,
+        stan TEXT NOT NULL,
+        transmitted TEXT NOT NULL,
+        rrn TEXT NOT NULL,
+        amount_minor INTEGER NOT NULL,
+        currency INTEGER NOT NULL,
+        pan_masked TEXT NOT NULL,
+        sealed BLOB NOT NULL,
+        node TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        outcome TEXT NOT NULL DEFAULT '',
+        outcome_rc TEXT NOT NULL DEFAULT '',
+        decided_at TEXT
+    );
+    CREATE INDEX link_forwards_open ON link_forwards (node, created_at) WHERE outcome = '';
+
+    CREATE TABLE link_stans (issuer_id TEXT PRIMARY KEY, counter INTEGER NOT NULL);
+    CREATE TABLE link_stan_blocks (
+        issuer_id TEXT NOT NULL,
+        block INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        PRIMARY KEY (issuer_id, block)
+    );
+
+    CREATE TABLE saf_items (
+        id INTEGER PRIMARY KEY,
+        issuer_id TEXT NOT NULL,
+        txn_group TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        mti TEXT NOT NULL,
+        stan TEXT NOT NULL,
+        transmitted TEXT NOT NULL,
+        rrn TEXT NOT NULL,
+        amount_minor INTEGER NOT NULL,
+        currency INTEGER NOT NULL,
+        pan_masked TEXT NOT NULL,
+        sealed BLOB NOT NULL,
+        fields TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        queued_at TEXT NOT NULL,
+        last_rc TEXT NOT NULL DEFAULT '',
+        lease_node TEXT NOT NULL DEFAULT '',
+        lease_until TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX saf_items_open ON saf_items (issuer_id, txn_group, id)
+        WHERE state IN ('queued', 'outstanding');
+    CREATE INDEX saf_items_state ON saf_items (state, issuer_id);
+
+    CREATE TABLE stand_in_daily (
+        pan_hash BLOB NOT NULL,
+        day TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        amount_minor INTEGER NOT NULL,
+        PRIMARY KEY (pan_hash, day)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from iso_switch.ledger.audit import AuditMixin
+from iso_switch.ledger.links import LinksMixin
 from iso_switch.ledger.model import (
     Account,
     AccountClosed,
@@ -69,6 +70,15 @@ SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 BUSY_TIMEOUT_MS = 5_000
 # Cached prepared statements per connection (sqlite3 default is 128).
 STATEMENT_CACHE_SIZE = 512
+
+#: Remote issuers' accounts are numbered ``due-from:<issuer id>:<currency>``.
+DUE_FROM_PREFIX = "due-from:"
+
+
+def due_from_number(issuer_id: str, currency: int) -> str:
+    """The account number of what ``issuer_id`` owes in ``currency``."""
+    return f"{DUE_FROM_PREFIX}{issuer_id}:{currency:03d}"
+
 
 _ACCOUNT_COLUMNS = (
     "id, number, currency, kind, closed, debits_pending, debits_posted, "
@@ -282,7 +292,7 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
-class SqliteLedgerStore(RecordsMixin, AuditMixin):
+class SqliteLedgerStore(RecordsMixin, LinksMixin, AuditMixin):
     """The ledger's durable store. See the module docstring for threading."""
 
     def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
@@ -445,6 +455,16 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
         if self._in_txn:
             self._txn_accounts[account_id] = row
         return _account(row)
+
+    def due_from_account(self, issuer_id: str, currency: int, now: datetime) -> int:
+        """The id of ``due-from:<issuer>:<currency>`` (what the remote issuer
+        owes the acquirer in that currency), created on first use in the
+        caller's transaction."""
+        number = due_from_number(issuer_id, currency)
+        found = self.account_by_number(number)
+        if found is not None:
+            return found.id
+        return self.create_account(number, currency, AccountKind.DUE_FROM, now)
 
     def account_by_number(self, number: str) -> Account | None:
         row = self.conn.execute(
@@ -652,6 +672,7 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
             *self._cardholders_below_zero(),
             *self._totals_unlike_transfers(),
             *self._holds_unlike_transfers(),
+            *self._due_from_misfiled(),
         ]
         if now is not None:
             problems.extend(self._holds_past_expiry(now))
@@ -721,6 +742,17 @@ class SqliteLedgerStore(RecordsMixin, AuditMixin):
             expected = 0 if state == HoldState.PENDING else 1
             if resolving != expected:
                 yield f"hold {hold_id}: {resolving} resolving transfers for {state}"
+
+    def _due_from_misfiled(self) -> Iterator[str]:
+        """Remote issuers' accounts whose kind, number and currency disagree
+        (postings to one would land in the wrong currency's books)."""
+        for account_id, number, currency, kind in self.conn.execute(
+            "SELECT id, number, currency, kind FROM accounts "
+            "WHERE kind = 'due_from' OR number LIKE 'due-from:%'"
+        ):
+            issuer_id = str(number).removeprefix(DUE_FROM_PREFIX).rpartition(":")[0]
+            if kind != AccountKind.DUE_FROM or number != due_from_number(issuer_id, currency):
+                yield f"account id {account_id}: a due-from account misfiled"
 
     def _holds_past_expiry(self, now: datetime) -> Iterator[str]:
         for (hold_id,) in self.conn.execute(

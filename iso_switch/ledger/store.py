@@ -27,14 +27,25 @@ Money rules are the store's: a refused transfer raises a
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
 from iso_switch.ledger.audit import AuditEntry
 from iso_switch.ledger.model import Account, AccountKind, Entry, Hold
-from iso_switch.ledger.rows import CardRow, IssuerRow, MerchantRow, TerminalRow, TxnRow
+from iso_switch.ledger.rows import (
+    CardRow,
+    Forward,
+    ForwardOutcome,
+    IssuerRow,
+    MerchantRow,
+    NewSafItem,
+    SafItem,
+    SafState,
+    TerminalRow,
+    TxnRow,
+)
 
 #: A review row: (id, transaction key, hold id, state).
 Review = tuple[int, str, int, str]
@@ -195,6 +206,88 @@ class LedgerStore(Protocol):
 
     def put_ksn_state(self, device: str, highest: int, bitmap: int, now: datetime) -> None: ...
 
+    # -- issuer links: forwarding records, trace numbers, accounts -----------------
+    # Each writes in the caller's transaction: a forwarding commits with its
+    # request's KSN high-water mark, a SAF item with the decision behind it.
+
+    def record_forward(self, forward: Forward, now: datetime) -> None:
+        """Record a forwarding before its bytes leave; a second one under the
+        same transaction key raises (as :meth:`insert_txn` does)."""
+
+    def record_outcome(
+        self, txn_key: str, outcome: ForwardOutcome, rc: str, now: datetime
+    ) -> bool:
+        """Record what decided a forwarding; the first outcome stays (False
+        when one was recorded already)."""
+        ...
+
+    def get_forward(self, txn_key: str) -> Forward | None: ...
+
+    def forwards_without_outcome(self, node: str, older_than: datetime) -> list[Forward]:
+        """``node``'s forwardings recorded by ``older_than`` without an
+        outcome, oldest first (restart recovery decides them 91)."""
+        ...
+
+    def next_link_stan(self, issuer_id: str, now: datetime) -> str:
+        """The issuer's next link DE11, one number per call from one sequence
+        shared by every node, never reused within 24 hours (else
+        ``LinkStanExhausted``, a :class:`LedgerError`)."""
+        ...
+
+    def due_from_account(self, issuer_id: str, currency: int, now: datetime) -> int:
+        """The id of the issuer's debit-normal ``due-from`` account in
+        ``currency`` (no floor), created on first use."""
+        ...
+
+    def stand_in_usage(self, pan_hash: bytes, day: str) -> tuple[int, int]:
+        """(count, total minor) of a card's stand-in approvals on ``day``."""
+        ...
+
+    def add_stand_in_usage(
+        self, pan_hash: bytes, day: str, count: int, amount_minor: int
+    ) -> None: ...
+
+    # -- store-and-forward -------------------------------------------------------
+
+    def enqueue_saf(self, item: NewSafItem, now: datetime) -> int:
+        """Queue an item, due now; cardholder data only sealed (a plain
+        cardholder field raises ValueError)."""
+        ...
+
+    def get_saf_item(self, item_id: int) -> SafItem | None: ...
+
+    def due_saf_items(self, issuer_id: str, now: datetime, limit: int) -> list[SafItem]:
+        """Ready now, oldest first, only the first open item of each
+        transaction; dead, refused and acknowledged items hold nothing back."""
+        ...
+
+    def claim_saf_items(
+        self, issuer_id: str, node: str, now: datetime, limit: int, lease_s: float
+    ) -> list[SafItem]:
+        """:meth:`due_saf_items`, made outstanding and leased to ``node``
+        until ``now + lease_s`` (attempts counted); each item goes to one
+        node at a time, and is due again when its lease ends unsettled."""
+        ...
+
+    def saf_acknowledged(self, item_id: int, node: str, rc: str, now: datetime) -> bool:
+        """Settle an item ``node`` holds outstanding (False if it does not)."""
+        ...
+
+    def saf_retry(
+        self, item_id: int, node: str, rc: str, now: datetime, retry_s: float
+    ) -> bool: ...
+
+    def saf_refused(self, item_id: int, node: str, rc: str, now: datetime) -> bool: ...
+
+    def expire_saf_items(self, issuer_id: str, now: datetime, expiry_h: float) -> int:
+        """Dead-letter the issuer's items unacknowledged ``expiry_h`` after
+        they were queued; how many."""
+        ...
+
+    def saf_counts(self) -> dict[tuple[str, SafState], int]:
+        """Items per (issuer, state)."""
+        ...
+
 
 class AdminLedgerStore(LedgerStore, Protocol):
     """What provisioning (admin commands, demo seeding) needs on top."""
@@ -238,3 +331,13 @@ class AdminLedgerStore(LedgerStore, Protocol):
     ) -> int: ...
 
     def list_audit(self, limit: int = 100, action: str | None = None) -> list[AuditEntry]: ...
+
+    def list_saf_items(
+        self, states: Collection[SafState] | None, issuer_id: str | None, limit: int
+    ) -> list[SafItem]:
+        """Items oldest first, optionally only of ``states`` and one issuer."""
+        ...
+
+    def requeue_saf_item(self, item_id: int, now: datetime) -> SafItem | None:
+        """Queue a dead or refused item again; None when there is none such."""
+        ...
