@@ -27,6 +27,7 @@ SQL_VERBS = ("SELECT", "UPDATE", "DELETE", "INSERT")
 SCANS_BY_DESIGN = (
     "SELECT id FROM accounts WHERE kind = 'cardholder'",
     "SELECT h.id, h.state,",
+    "SELECT id, number, currency, kind FROM accounts WHERE kind = 'due_from'",
     "DELETE FROM remembered_reversals WHERE created_at < ?",
 )
 
