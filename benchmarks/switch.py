@@ -80,6 +80,11 @@ data_dir = "{data_dir}"
 name = "bench"
 port = 0
 dialect = "ascii87-hex"
+
+# Every simulated terminal connects from 127.0.0.1, so one address stands
+# for all of them here: the idle scenario holds 10,000 connections.
+[limits]
+max_connections_per_address = 20000
 """
 
 #: Wide enough for every column when the output is not a terminal.
