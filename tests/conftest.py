@@ -20,3 +20,7 @@ settings.register_profile(
     "thorough", deadline=None, max_examples=5000, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+#: The store contract fixtures (``factory``, ``store``), shared by the
+#: contract test modules.
+pytest_plugins = ("tests.store_factories",)

@@ -8,14 +8,19 @@ writer sees of another's commits). A PostgreSQL store adds one factory to
 :data:`IMPLEMENTATIONS` and runs every contract test unchanged. The
 accounts are ``tests.helpers_ledger``'s small ledger, seeded through the
 Protocol (``seed_small_ledger``).
+
+The fixtures ``factory`` and ``store`` (one store per implementation, per
+test) are registered for every test module by ``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import pytest
 
 from iso_switch.codes import ResponseCode, TxnState
 from iso_switch.ledger import (
@@ -71,3 +76,16 @@ def txn_row(key: str, **changes: object) -> TxnRow:
         business_day="2025-03-01", counts_daily=True, orig_key="", seq=1,
     )
     return replace(row, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS, ids=lambda factory: factory.name)
+def factory(request: pytest.FixtureRequest) -> StoreFactory:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def store(factory: StoreFactory, tmp_path: Path) -> Iterator[AdminLedgerStore]:
+    opened = factory.open(tmp_path)
+    yield opened
+    opened.rollback()
+    opened.close()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -53,19 +53,6 @@ from tests.helpers_ledger import SMALL_LEDGER_OPENING_MINOR as OPENING_MINOR
 from tests.store_factories import IMPLEMENTATIONS, StoreFactory, card_row, txn_row
 
 LATER = NOW + timedelta(days=1)
-
-
-@pytest.fixture(params=IMPLEMENTATIONS, ids=lambda factory: factory.name)
-def factory(request: pytest.FixtureRequest) -> StoreFactory:
-    return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def store(factory: StoreFactory, tmp_path: Path) -> Iterator[AdminLedgerStore]:
-    opened = factory.open(tmp_path)
-    yield opened
-    opened.rollback()
-    opened.close()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -46,20 +45,6 @@ from tests.store_factories import IMPLEMENTATIONS, StoreFactory
 ISSUER = "bank-b"
 NODE = "node-1"
 SEALED = b"\x01sealed-by-the-caller"
-
-
-# The fixtures of tests/test_store_contract.py: each test once per implementation.
-@pytest.fixture(params=IMPLEMENTATIONS, ids=lambda factory: factory.name)
-def factory(request: pytest.FixtureRequest) -> StoreFactory:
-    return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def store(factory: StoreFactory, tmp_path: Path) -> Iterator[AdminLedgerStore]:
-    opened = factory.open(tmp_path)
-    yield opened
-    opened.rollback()
-    opened.close()
 
 
 def forward(txn_key: str, node: str = NODE, stan: str = "000001") -> Forward:
