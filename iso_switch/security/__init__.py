@@ -38,6 +38,7 @@ from iso_switch.security.replay import (
     ReplayWindow,
     check_replay,
 )
+from iso_switch.security.sealing import CardholderSealer, SealError
 
 __all__ = [
     "DEMO_MASTER_KEY",
@@ -47,6 +48,7 @@ __all__ = [
     "PIN_TRIES_MAX",
     "REPLAY_WINDOW_COUNTERS",
     "AesKsn",
+    "CardholderSealer",
     "Hsm",
     "KeyBlockError",
     "KeyInfo",
@@ -62,6 +64,7 @@ __all__ = [
     "PinVerificationData",
     "ReplayState",
     "ReplayWindow",
+    "SealError",
     "SecurityError",
     "SoftwareHsm",
     "check_replay",
